@@ -1,0 +1,136 @@
+"""Hyperparameters shared by train.py, selfsupervised.py and supervised.py, and the
+command-line parser that overrides them.
+
+Each script does `from config import *` and then sets what is its own, so the shared
+defaults live here once. Any of them is overridden as `--name=value`; `--help` lists them.
+"""
+import difflib
+import json
+import re
+import sys
+
+# data
+dataset = 'synth'             # synth | speechcommands | sc09 | folder (your own class folders)
+data_root = 'data'            # where the dataset lives (or is downloaded to); never written to otherwise
+download = False              # fetch the dataset into data_root when it is missing
+cache_dir = '~/.cache/clar'   # generated demo data and waveform caches go here
+sample_rate = 16000           # every clip is resampled to this rate, mono
+clip_seconds = 0.0            # clip length; 0 = the dataset's own (1 s for speech commands)
+label_fraction = 1.0          # fraction of training clips whose label is used, in (0, 1]
+label_seed = 0                # draws the labelled subset: the same for all three scripts
+skip_bad_files = False        # skip (and count) unreadable audio files instead of stopping
+# front end and model
+frontend = 'paper'            # paper: 16 ms window, 8 ms hop | released: 2048-point window, hop 128
+encoder_width = 1.0           # scales the ResNet-18's channels; 1 = the standard ResNet-18
+projection_dim = 128          # size of the contrastive embedding z
+# optimisation
+batch_size = 256              # clips per step (each gives two views in the contrastive regimes)
+epochs = 100                  # passes over the training clips
+learning_rate = 3e-4          # Adam's peak learning rate
+weight_decay = 1e-6           # Adam's weight decay
+warmup_epochs = 10            # linear warm-up, then cosine decay to zero
+temperature = 0.5             # NT-Xent temperature
+batchnorm_batches = 16        # before each evaluation, re-estimate BatchNorm statistics on this many training batches (0 = off)
+dtype = 'auto'                # autocast: auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+# augmentation: applied on the device, parameters drawn per clip and per view
+augmentations = 'fade,time_mask'  # comma-separated names (augmentation.NAMES); '' = none
+fade_p = 1.0                  # probability that a clip gets a fade in/out
+fade_max = 0.5                # each fade lasts up to this fraction of the clip
+time_mask_p = 1.0             # probability that a clip gets a time mask
+time_mask_max = 0.125         # the masked segment lasts up to this fraction of the clip
+time_mask_fill = 'noise'      # noise (low-level Gaussian) | zero
+# run
+seed = 0                      # model initialisation, batch order and augmentation draws
+device = 'auto'               # auto (CUDA when present) | cpu | cuda | cuda:N
+out_dir = 'runs'              # each run writes to out_dir/run_name
+run_name = ''                 # '' = regime-dataset-fraction-timestamp; an existing run is never overwritten
+log_every = 10                # steps between progress-bar updates
+wandb = 'off'                 # off | online | offline
+
+
+class UserError(Exception):
+    """A mistake the user can fix (an option, a path, a file): printed without a traceback."""
+
+
+def exit_on_user_error(main):
+    """Run main(); a UserError becomes a one-line message and exit status 2."""
+    try:
+        return main()
+    except UserError as error:
+        print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
+
+
+def defaults_of(namespace):
+    """The hyperparameters in a module's globals: public names bound to plain values."""
+    return {name: value for name, value in namespace.items()
+            if not name.startswith('_') and type(value) in (bool, int, float, str)}
+
+
+def _comments(paths):
+    """The one-line comment after each `name = value` in the given source files."""
+    comments = {}
+    for path in paths:
+        with open(path) as source:
+            for line in source:
+                match = re.match(r'^(\w+)\s*=.*?#\s*(.*)$', line)
+                if match:
+                    comments[match.group(1)] = match.group(2)
+    return comments
+
+
+def parse_value(name, text, default):
+    """Convert `text` to the type of `default`, or raise UserError naming the option."""
+    kind = type(default)
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ('1', 'true', 'yes', 'on'):
+            return True
+        if lowered in ('0', 'false', 'no', 'off'):
+            return False
+        raise UserError(f'option --{name} expects true or false, got {text!r}')
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f'option --{name} expects an integer, got {text!r}') from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise UserError(f'option --{name} expects a number, got {text!r}') from None
+    return text
+
+
+def parse_args(defaults, argv, sources=(), program='train.py'):
+    """Apply `--name=value` overrides to `defaults` and return the resolved config.
+
+    `--help` prints every option with its default and comment, then exits.
+    """
+    config = dict(defaults)
+    for argument in argv:
+        if argument in ('-h', '--help'):
+            comments = _comments([__file__, *sources])
+            print(f'usage: python {program} [--name=value ...]\n')
+            for name, value in defaults.items():
+                print(f'  --{name}={json.dumps(value) if isinstance(value, str) else value}'
+                      f'{"  # " + comments[name] if name in comments else ""}')
+            sys.exit(0)
+        match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
+        if not match:
+            raise UserError(f'cannot read argument {argument!r}: options are written --name=value '
+                            f'(see --help)')
+        name, text = match.groups()
+        if name not in defaults:
+            close = difflib.get_close_matches(name, defaults, n=3)
+            hint = f'did you mean {", ".join("--" + c for c in close)}? ' if close else ''
+            raise UserError(f'unknown option --{name}; {hint}valid options: '
+                            f'{", ".join(sorted(defaults))}')
+        config[name] = parse_value(name, text, defaults[name])
+    return config
+
+
+def print_config(config):
+    print('configuration:')
+    for name, value in config.items():
+        print(f'  {name} = {value!r}')

@@ -1,0 +1,135 @@
+"""Evaluation: accuracy of a model's own head, and a linear classifier on frozen features.
+
+Test clips are never augmented and never used to choose anything: the linear probe's
+weight decay is chosen on the validation split.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+PROBE_WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2)
+
+
+@torch.no_grad()
+def _outputs(model, data, indices, device, amp_dtype, batch_size=256):
+    """The model's logits and 512-d features h for the given clips, in their order."""
+    was_training = model.training
+    model.eval()
+    logits, features = [], []
+    for start in range(0, len(indices), batch_size):
+        waves, _, _ = data.batch(np.sort(indices[start:start + batch_size]), device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            out = model(waves)
+        logits.append(out['logits'].float().cpu())
+        features.append(out['h'].float().cpu())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(features)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, data, indices, device, amp_dtype, batches, batch_size):
+    """Re-estimate every BatchNorm's running statistics as a plain average over up to
+    `batches` batches of (unaugmented) training clips, with the current weights.
+
+    The running averages kept during training trail the weights; with few steps per epoch
+    (small labelled sets) the evaluation-mode network then predicts one class. The
+    re-estimate changes nothing in training, which uses batch statistics.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if batches <= 0 or not norms:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None                    # cumulative average
+    model.train()
+    order = np.random.default_rng(0).permutation(indices)[:batches * batch_size]
+    for start in range(0, len(order), batch_size):
+        waves, _, _ = data.batch(order[start:start + batch_size], device)
+        if len(waves) < 2:
+            break
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            model(waves)
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    model.train(was_training)
+
+
+def _summary(predictions, labels, classes):
+    correct = (predictions == labels).float()
+    per_class = {name: float(correct[labels == i].mean()) if (labels == i).any() else None
+                 for i, name in enumerate(classes)}
+    return {'accuracy': float(correct.mean()) if len(correct) else 0.0, 'per_class': per_class}
+
+
+def accuracy(model, data, indices, device, amp_dtype):
+    """Accuracy of the model's own classification head on the clips `indices`."""
+    indices = np.sort(indices)
+    logits, _ = _outputs(model, data, indices, device, amp_dtype)
+    return _summary(logits.argmax(1), torch.from_numpy(data.labels[indices]), data.classes)
+
+
+def fit_linear(features, labels, num_classes, weight_decay, steps=100):
+    """Multinomial logistic regression on standardised features, full batch, L-BFGS."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(features.shape[1], num_classes)
+    optimizer = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=steps,
+                                  line_search_fn='strong_wolfe')
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(layer(features), labels) + weight_decay * layer.weight.square().sum()
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+    return layer
+
+
+def linear_probe(model, data, train_indices, device, amp_dtype):
+    """Fit a linear classifier on frozen features of `train_indices` (the labelled clips),
+    choose its weight decay on validation, and report validation and test accuracy."""
+    split = {'train': np.sort(train_indices), 'val': data.splits['val'], 'test': data.splits['test']}
+    feats = {s: _outputs(model, data, i, device, amp_dtype)[1] for s, i in split.items() if len(i)}
+    labels = {s: torch.from_numpy(data.labels[i]) for s, i in split.items()}
+    mean, std = feats['train'].mean(0), feats['train'].std(0, unbiased=False) + 1e-6
+    feats = {s: (f - mean) / std for s, f in feats.items()}
+    best = None
+    for weight_decay in PROBE_WEIGHT_DECAYS:
+        layer = fit_linear(feats['train'], labels['train'], len(data.classes), weight_decay)
+        with torch.no_grad():
+            val = _summary(layer(feats['val']).argmax(1), labels['val'], data.classes)
+        if best is None or val['accuracy'] > best[1]['accuracy']:
+            best = (weight_decay, val, layer)
+    weight_decay, val, layer = best
+    test = {'accuracy': 0.0, 'per_class': {}}
+    if 'test' in feats:
+        with torch.no_grad():
+            test = _summary(layer(feats['test']).argmax(1), labels['test'], data.classes)
+    return {'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
+            'per_class_test_accuracy': test['per_class'], 'weight_decay': weight_decay}
+
+
+def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch):
+    """The numbers of results.json for the chosen (best-on-validation) weights."""
+    head = {s: accuracy(model, data, data.splits[s], device, amp_dtype) for s in ('val', 'test')}
+    probe = linear_probe(model, data, labelled_indices, device, amp_dtype)
+    head_name = ('online linear probe (stop-gradient, trained with the encoder)'
+                 if regime == 'selfsupervised' else 'model classification head')
+    probe_name = 'linear classifier on frozen 512-d features, trained on the labelled clips'
+    results = {'best_epoch': best_epoch,
+               'head_val_accuracy': head['val']['accuracy'],
+               'head_test_accuracy': head['test']['accuracy'],
+               'head': head_name,
+               'probe_val_accuracy': probe['val_accuracy'],
+               'probe_test_accuracy': probe['test_accuracy'],
+               'probe': probe_name, 'probe_weight_decay': probe['weight_decay']}
+    if regime == 'selfsupervised':      # the linear evaluation is this regime's result
+        results.update(val_accuracy=probe['val_accuracy'], test_accuracy=probe['test_accuracy'],
+                       per_class_test_accuracy=probe['per_class_test_accuracy'],
+                       test_accuracy_from=probe_name)
+    else:
+        results.update(val_accuracy=head['val']['accuracy'], test_accuracy=head['test']['accuracy'],
+                       per_class_test_accuracy=head['test']['per_class'],
+                       test_accuracy_from=head_name)
+    return results

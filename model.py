@@ -1,0 +1,126 @@
+"""The ResNet-18 encoder, CLAR's heads, and the losses as pure functions.
+
+One model class serves the three regimes so that weights move between them:
+    waveforms -> front end (no gradient) -> encoder -> h (512-d)
+    clar:           h -> projection MLP -> p (128-d); z = p / |p|; logits = Linear(p)
+    selfsupervised: h -> projection MLP -> p; z = p / |p|; logits = Linear(h.detach()),
+                    an online probe that watches the encoder without training it
+    supervised:     h -> MLP (512-512-classes) -> logits, a class layer where z would be
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from spectograms import Spectrogram
+
+HEADS = ('clar', 'selfsupervised', 'supervised')
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, channels_in, channels_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels_out)
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or channels_in != channels_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
+                nn.BatchNorm2d(channels_out))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """The standard ResNet-18 (7x7 stride-2 stem, max-pool, [2, 2, 2, 2] basic blocks,
+    64-512 channels, global average pooling), for 3-channel spectrograms of any size.
+    `width` scales every channel count (0.25 gives a narrow network for CPU runs)."""
+
+    def __init__(self, in_channels=3, width=1.0):
+        super().__init__()
+        channels = [max(4, round(c * width)) for c in (64, 128, 256, 512)]
+        # the spectrogram channels (dB, radians, dB) have very different scales: learn them away
+        self.input_norm = nn.BatchNorm2d(in_channels, affine=False)
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, channels[0], 7, 2, 3, bias=False),
+            nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        layers, previous = [], channels[0]
+        for index, count in enumerate(channels):
+            stride = 1 if index == 0 else 2
+            layers += [BasicBlock(previous, count, stride), BasicBlock(count, count, 1)]
+            previous = count
+        self.layers = nn.Sequential(*layers)
+        self.out_dim = channels[-1]
+
+    def forward(self, x):
+        x = self.layers(self.stem(self.input_norm(x)))
+        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+
+
+def mlp(dim_in, dim_hidden, dim_out):
+    return nn.Sequential(nn.Linear(dim_in, dim_hidden), nn.ReLU(inplace=True),
+                         nn.Linear(dim_hidden, dim_out))
+
+
+class ClarModel(nn.Module):
+    """Front end, encoder and the heads of one regime (see the module docstring)."""
+
+    def __init__(self, num_classes, head='clar', sample_rate=16000, frontend='paper',
+                 encoder_width=1.0, projection_dim=128):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f'head must be one of {HEADS}, got {head!r}')
+        self.head = head
+        self.frontend = Spectrogram(sample_rate, frontend)
+        self.encoder = ResNet18(3, encoder_width)
+        features = self.encoder.out_dim
+        self.projection = None
+        if head == 'supervised':
+            self.classifier = mlp(features, features, num_classes)
+        else:
+            self.projection = mlp(features, features, projection_dim)
+            self.classifier = nn.Linear(projection_dim if head == 'clar' else features,
+                                        num_classes)
+
+    def features(self, spectrograms):
+        """Encoder and heads on ready-made spectrograms: {'h', 'z', 'logits'}."""
+        h = self.encoder(spectrograms)
+        if self.projection is None:
+            return {'h': h, 'logits': self.classifier(h)}
+        p = self.projection(h)
+        logits = self.classifier(p if self.head == 'clar' else h.detach())
+        return {'h': h, 'z': F.normalize(p.float(), dim=1), 'logits': logits}
+
+    def forward(self, waveforms):
+        return self.features(self.frontend(waveforms))
+
+    @torch.no_grad()
+    def embed(self, waveforms):
+        """The 512-d representation h of a batch of waveforms."""
+        return self.encoder(self.frontend(waveforms))
+
+
+def nt_xent(z1, z2, temperature=0.5):
+    """SimCLR's normalised temperature-scaled cross-entropy over 2N embeddings.
+
+    z1[i] and z2[i] are two views of clip i. Each of the 2N vectors has the other view as
+    its positive and the other 2N - 2 vectors as negatives; the loss is the mean over the
+    2N anchors. Cosine similarity; computed in float32.
+    """
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    n = z1.shape[0]
+    similarity = z @ z.t() / temperature
+    similarity.fill_diagonal_(float('-inf'))   # an anchor is not its own negative
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(similarity, positives)
+
+
+def masked_cross_entropy(logits, labels, labelled):
+    """Mean cross-entropy over the labelled rows; exactly zero when there are none."""
+    losses = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction='none')
+    weights = labelled.float()
+    return (losses * weights).sum() / weights.sum().clamp(min=1)

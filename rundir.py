@@ -1,0 +1,105 @@
+"""Run directories: one per run, never overwritten; atomic checkpoints and JSON files."""
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from config import UserError
+
+
+def check(cfg):
+    """Refuse an out_dir that cannot be written or a run_name that exists, before any work."""
+    out_dir = Path(cfg['out_dir']).expanduser()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f'.write-test-{os.getpid()}'
+        probe.write_text('')
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f'--out_dir={cfg["out_dir"]} cannot be written ({error.strerror}); '
+                        f'choose a writable folder') from None
+    if cfg['run_name'] and (out_dir / cfg['run_name']).exists():
+        raise _exists(out_dir / cfg['run_name'])
+
+
+def _exists(run_dir):
+    return UserError(f'run directory {run_dir} already exists (--run_name={run_dir.name}); '
+                     f'choose another --run_name, or leave it empty for a new timestamped one')
+
+
+def create(cfg, regime):
+    """Make out_dir/run_name. A given run_name that exists is refused; the default
+    (regime-dataset-fraction-timestamp) gets a suffix until it is new."""
+    check(cfg)
+    out_dir = Path(cfg['out_dir']).expanduser()
+    if cfg['run_name']:
+        run_dir = out_dir / cfg['run_name']
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            raise _exists(run_dir) from None
+    else:
+        stem = f'{regime}-{cfg["dataset"]}-{cfg["label_fraction"]:g}-{time.strftime("%Y%m%d-%H%M%S")}'
+        for attempt in range(1000):
+            run_dir = out_dir / (stem if attempt == 0 else f'{stem}-{attempt + 1}')
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
+    cfg['run_name'] = run_dir.name
+    write_json(run_dir / 'config.json', {'regime': regime, **cfg})
+    return run_dir
+
+
+def write_json(path, value):
+    """Write JSON to a temporary file, then rename it into place."""
+    temporary = Path(f'{path}.tmp')
+    temporary.write_text(json.dumps(value, indent=2) + '\n')
+    os.replace(temporary, path)
+
+
+def save_checkpoint(state, path):
+    temporary = Path(f'{path}.tmp')
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+class Status:
+    """status.json: running, finished, failed or interrupted."""
+
+    def __init__(self, run_dir):
+        self.path = Path(run_dir) / 'status.json'
+        self.set('running')
+
+    def set(self, state, **extra):
+        write_json(self.path, {'status': state, 'time': time.strftime('%Y-%m-%d %H:%M:%S'), **extra})
+
+
+class Logger:
+    """metrics.jsonl, one line per epoch, and optionally Weights & Biases."""
+
+    def __init__(self, run_dir, cfg):
+        self.path = Path(run_dir) / 'metrics.jsonl'
+        self.wandb = None
+        if cfg['wandb'] != 'off':
+            try:
+                import wandb
+            except ImportError:
+                raise UserError('--wandb needs the wandb package: pip install wandb') from None
+            self.wandb = wandb.init(project='clar', name=cfg['run_name'], config=cfg,
+                                    mode=cfg['wandb'], dir=str(run_dir))
+
+    def epoch(self, record):
+        with open(self.path, 'a') as log:
+            log.write(json.dumps(record) + '\n')
+        if self.wandb:
+            self.wandb.log(record, step=record['epoch'])
+
+    def close(self, results):
+        if self.wandb:
+            self.wandb.summary.update({k: v for k, v in results.items()
+                                       if isinstance(v, (int, float, str))})
+            self.wandb.finish()

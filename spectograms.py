@@ -1,0 +1,79 @@
+"""CLAR's front end: a batch of waveforms to a (B, 3, 128, frames) time-frequency tensor.
+
+The three channels are the log magnitude of the STFT, its phase (radians, not unwrapped)
+and the log mel spectrogram, stacked. It runs on the device, batched, with no gradient.
+
+Two settings:
+- `paper` (default), as the paper's text: 16 ms window (254 samples at 16 kHz, which gives
+  128 frequency bins), 8 ms hop (128 samples), 128 mel bands. The mel bands are taken from
+  the same window zero-padded to 1024 points, so that no low band is empty.
+- `released`, as the authors' code: a 2048-point window, hop 128, magnitude and phase read
+  at 128 log-spaced frequencies from 40 Hz to 8 kHz, mel 128 bands 40 Hz-8 kHz (Slaney).
+
+Both give 1 + samples // 128 frames (126 for one second at 16 kHz); power is in decibels,
+10*log10(max(|S|^2, 1e-10)).
+"""
+import math
+
+import torch
+import torch.nn as nn
+import torchaudio
+
+FRONTENDS = ('paper', 'released')
+BINS = 128
+HOP = 128
+POWER_FLOOR = 1e-10
+
+
+def frames(samples, hop=HOP):
+    """Number of time frames for a clip of `samples` (centred frames)."""
+    return 1 + samples // hop
+
+
+class Spectrogram(nn.Module):
+    """Waveforms (B, T) -> [log magnitude, phase, log mel] of shape (B, 3, 128, 1 + T // 128)."""
+
+    def __init__(self, sample_rate=16000, frontend='paper'):
+        super().__init__()
+        if frontend not in FRONTENDS:
+            raise ValueError(f'frontend must be one of {FRONTENDS}, got {frontend!r}')
+        self.frontend = frontend
+        nyquist = sample_rate / 2
+        if frontend == 'paper':
+            self.n_fft = 2 * BINS - 2           # 254 points -> 128 bins
+            self.mel_fft = 1024
+            self.register_buffer('bin_index', torch.arange(BINS), persistent=False)
+            mel_range, norm, scale = (0.0, nyquist), None, 'htk'
+        else:
+            self.n_fft = 2048
+            self.mel_fft = 2048
+            freqs = torch.logspace(math.log10(40.0), math.log10(min(8000.0, nyquist)), BINS)
+            bins = torch.round(freqs / nyquist * (self.n_fft // 2)).long()
+            self.register_buffer('bin_index', bins, persistent=False)
+            mel_range, norm, scale = (40.0, min(8000.0, nyquist)), 'slaney', 'slaney'
+        self.register_buffer('window', torch.hann_window(self.n_fft), persistent=False)
+        # the mel bands use the same window length, zero-padded to mel_fft points
+        mel_window = torch.zeros(self.mel_fft)
+        offset = (self.mel_fft - self.n_fft) // 2
+        mel_window[offset:offset + self.n_fft] = torch.hann_window(self.n_fft)
+        self.register_buffer('mel_window', mel_window, persistent=False)
+        filters = torchaudio.functional.melscale_fbanks(
+            self.mel_fft // 2 + 1, mel_range[0], mel_range[1], BINS, sample_rate,
+            norm=norm, mel_scale=scale)
+        self.register_buffer('mel_filters', filters, persistent=False)
+
+    @torch.no_grad()
+    def forward(self, waveforms):
+        waveforms = waveforms.float()
+        full = torch.stft(waveforms, self.n_fft, HOP, window=self.window, center=True,
+                          return_complex=True)
+        stft = full.index_select(1, self.bin_index)
+        magnitude = 10 * torch.log10(stft.real.square() + stft.imag.square() + POWER_FLOOR)
+        phase = torch.angle(stft)
+        mel_stft = full if self.mel_fft == self.n_fft else torch.stft(
+            waveforms, self.mel_fft, HOP, window=self.mel_window, center=True,
+            return_complex=True)
+        power = mel_stft.real.square() + mel_stft.imag.square()
+        mel = torch.einsum('bft,fm->bmt', power, self.mel_filters)
+        log_mel = 10 * torch.log10(mel + POWER_FLOOR)
+        return torch.stack([magnitude, phase, log_mel], dim=1)
