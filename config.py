@@ -45,6 +45,14 @@ device = 'auto'               # auto (CUDA when present) | cpu | cuda | cuda:N
 out_dir = 'runs'              # each run writes to out_dir/run_name
 run_name = ''                 # '' = regime-dataset-fraction-timestamp; an existing run is never overwritten
 log_every = 10                # steps between progress-bar updates
+checkpoint_every = 1          # epochs between writes of checkpoint_last.pt (and always at the end)
+resume = ''                   # a run directory to continue, with its saved configuration
+stop_after_epochs = 0         # stop (resumably) after this many epochs; 0 = run them all
+stop_after_steps = 0          # stop (resumably) after this many steps; 0 = never
+max_nonfinite_steps = 10      # stop when the loss is NaN or infinite this many steps in a row
+init_from = ''                # initialise the encoder from this checkpoint or run directory
+compile = False               # torch.compile the model
+sync_batchnorm = False        # under torchrun: BatchNorm statistics over all processes
 wandb = 'off'                 # off | online | offline
 
 

@@ -124,3 +124,10 @@ def masked_cross_entropy(logits, labels, labelled):
     losses = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction='none')
     weights = labelled.float()
     return (losses * weights).sum() / weights.sum().clamp(min=1)
+
+
+def global_nt_xent(z1, z2, temperature=0.5):
+    """nt_xent over the embeddings of every process, so that under torchrun the negatives
+    span the global batch (the released code used each GPU's own batch only)."""
+    from distributed import gather_with_grad
+    return nt_xent(gather_with_grad(z1), gather_with_grad(z2), temperature)

@@ -67,15 +67,34 @@ def save_checkpoint(state, path):
     os.replace(temporary, path)
 
 
+def read_json(path):
+    """The JSON in `path`, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def truncate_metrics(run_dir, epochs):
+    """Keep the first `epochs` lines of metrics.jsonl (a resumed run logs the rest again)."""
+    path = Path(run_dir) / 'metrics.jsonl'
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines()
+                 if line.strip() and json.loads(line)['epoch'] <= epochs]
+        temporary = Path(f'{path}.tmp')
+        temporary.write_text(''.join(line + '\n' for line in lines))
+        os.replace(temporary, path)
+
+
 class Status:
     """status.json: running, finished, failed or interrupted."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, enabled=True):
         self.path = Path(run_dir) / 'status.json'
+        self.enabled = enabled
         self.set('running')
 
     def set(self, state, **extra):
-        write_json(self.path, {'status': state, 'time': time.strftime('%Y-%m-%d %H:%M:%S'), **extra})
+        if self.enabled:
+            write_json(self.path, {'status': state, 'time': time.strftime('%Y-%m-%d %H:%M:%S'), **extra})
 
 
 class Logger:

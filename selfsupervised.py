@@ -10,14 +10,14 @@ fitted on the frozen features of the labelled clips and evaluated.
 import torch
 
 from config import *  # noqa: F401,F403  the shared defaults; see config.py
-from model import masked_cross_entropy, nt_xent
+from model import global_nt_xent, masked_cross_entropy
 
 
 def loss(model, views, labels, labelled, cfg):
     """NT-Xent; plus the online probe's cross-entropy, which reaches only the probe."""
     out = model(torch.cat(views))
     z1, z2 = out['z'].chunk(2)
-    contrastive = nt_xent(z1, z2, cfg['temperature'])
+    contrastive = global_nt_xent(z1, z2, cfg['temperature'])
     probe = masked_cross_entropy(out['logits'], labels.repeat(2), labelled.repeat(2))
     return contrastive + probe, {'nt_xent': contrastive, 'probe_ce': probe}
 

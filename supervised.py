@@ -5,8 +5,6 @@ encoder and augmentations as CLAR.
 
     python supervised.py --dataset=sc09 --label_fraction=0.01
 """
-import torch
-
 from config import *  # noqa: F401,F403  the shared defaults; see config.py
 from model import masked_cross_entropy
 

@@ -9,7 +9,7 @@ them) add the cross-entropy of both views. Unlabelled clips add no cross-entropy
 import torch
 
 from config import *  # noqa: F401,F403  the shared defaults; see config.py
-from model import masked_cross_entropy, nt_xent
+from model import global_nt_xent, masked_cross_entropy
 
 ce_weight = 1.0               # weight of the cross-entropy term (1 in the paper)
 
@@ -19,7 +19,7 @@ def loss(model, views, labels, labelled, cfg):
     out = model(torch.cat(views))               # both views in one pass
     z1, z2 = out['z'].chunk(2)
     logits1, logits2 = out['logits'].chunk(2)
-    contrastive = nt_xent(z1, z2, cfg['temperature'])
+    contrastive = global_nt_xent(z1, z2, cfg['temperature'])
     supervised = (masked_cross_entropy(logits1, labels, labelled)
                   + masked_cross_entropy(logits2, labels, labelled))
     return contrastive + cfg['ce_weight'] * supervised, {'nt_xent': contrastive, 'ce': supervised}

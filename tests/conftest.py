@@ -1,6 +1,5 @@
 """Fixtures: tiny datasets written in the real on-disk layouts, with easily separable
 classes (each class is a tone of its own pitch), so short runs learn them."""
-import os
 import sys
 from pathlib import Path
 
