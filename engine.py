@@ -241,9 +241,10 @@ def run(cfg, regime, loss_fn, train_on, given=()):
         run_dir = rundir.create(cfg, regime) if distributed.is_main() else None
         run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
         cfg['run_name'] = run_dir.name
-    if distributed.is_main():
+    main_process = distributed.is_main()
+    if main_process:
         config_module.print_config(cfg)
-    status = rundir.Status(run_dir, enabled=distributed.is_main())
+    status = rundir.Status(run_dir, enabled=main_process)
     try:
         with StopSignal(on_second=lambda: status.set('interrupted', reason='second signal')) as stop:
             results = Trainer(cfg, regime, loss_fn, train_on, data, device, run_dir,
@@ -258,7 +259,7 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     finally:
         distributed.shutdown()
     status.set('finished')
-    if distributed.is_main():
+    if main_process:
         print(f'run directory: {run_dir}')
     return results
 
@@ -307,6 +308,9 @@ class Trainer:
         self.forward = self.model
         if world_size > 1:
             if cfg.get('sync_batchnorm'):
+                if device.type != 'cuda':
+                    raise UserError('--sync_batchnorm=True needs CUDA devices (PyTorch has no '
+                                    'CPU SyncBatchNorm); drop it for CPU runs')
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             self.forward = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == 'cuda' else None)
