@@ -20,6 +20,7 @@ label_fraction = 1.0          # fraction of training clips whose label is used, 
 label_seed = 0                # draws the labelled subset: the same for all three scripts
 skip_bad_files = False        # skip (and count) unreadable audio files instead of stopping
 # front end and model
+encoder = 'resnet2d'           # resnet2d: ResNet-18 on spectrograms | resnet1d: ResNet-18 (Conv1d, kernel 9) on raw audio
 frontend = 'paper'            # paper: 16 ms window, 8 ms hop | released: 2048-point window, hop 128
 encoder_width = 1.0           # scales the ResNet-18's channels; 1 = the standard ResNet-18
 projection_dim = 128          # size of the contrastive embedding z

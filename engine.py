@@ -28,7 +28,7 @@ import distributed
 import evaluation
 import rundir
 from config import UserError
-from model import ClarModel
+import model as model_module
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 # options that may change when a run is resumed; everything else comes from its config.json
@@ -66,6 +66,7 @@ def check(cfg):
             raise UserError(f'unknown --{name}={cfg[name]}; valid: {", ".join(valid)}')
     one_of('dataset', dataset.DATASETS)
     one_of('frontend', ('paper', 'released'))
+    one_of('encoder', model_module.ENCODERS)
     one_of('dtype', ('auto', *DTYPES))
     one_of('wandb', ('off', 'online', 'offline'))
     if not 0 < cfg['label_fraction'] <= 1:
@@ -299,8 +300,7 @@ class Trainer:
                      f'{len(self.step_indices)}')
             self.global_batch = len(self.step_indices)
 
-        self.model = ClarModel(len(data.classes), regime, cfg['sample_rate'], cfg['frontend'],
-                               cfg['encoder_width'], cfg['projection_dim']).to(device)
+        self.model = model_module.build(cfg, len(data.classes), regime).to(device)
         if cfg.get('init_from'):
             load_encoder(self.model, cfg['init_from'], device)
         if device.type == 'cuda':

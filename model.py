@@ -1,4 +1,5 @@
-"""The ResNet-18 encoder, CLAR's heads, and the losses as pure functions.
+"""The ResNet-18 encoders (2D on spectrograms, 1D on raw audio), CLAR's heads, and the
+losses as pure functions.
 
 One model class serves the three regimes so that weights move between them:
     waveforms -> front end (no gradient) -> encoder -> h (512-d)
@@ -16,18 +17,23 @@ from spectograms import Spectrogram
 HEADS = ('clar', 'selfsupervised', 'supervised')
 
 
+ENCODERS = ('resnet2d', 'resnet1d')
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, channels_in, channels_out, stride):
+    """Two convolutions and a shortcut; `dims` 2 for spectrograms, 1 for waveforms."""
+
+    def __init__(self, channels_in, channels_out, stride, dims=2, kernel=3):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels_out)
-        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels_out)
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if dims == 2 else (nn.Conv1d, nn.BatchNorm1d)
+        self.conv1 = conv(channels_in, channels_out, kernel, stride, kernel // 2, bias=False)
+        self.bn1 = norm(channels_out)
+        self.conv2 = conv(channels_out, channels_out, kernel, 1, kernel // 2, bias=False)
+        self.bn2 = norm(channels_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or channels_in != channels_out:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(channels_in, channels_out, 1, stride, bias=False),
-                nn.BatchNorm2d(channels_out))
+                conv(channels_in, channels_out, 1, stride, bias=False), norm(channels_out))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -38,27 +44,40 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """The standard ResNet-18 (7x7 stride-2 stem, max-pool, [2, 2, 2, 2] basic blocks,
     64-512 channels, global average pooling), for 3-channel spectrograms of any size.
-    `width` scales every channel count (0.25 gives a narrow network for CPU runs)."""
+    `width` scales every channel count (0.25 gives a narrow network for CPU runs).
+    With dims=1 it is the raw-waveform ResNet-18 of the paper's 1D-vs-2D comparison:
+    Conv1d throughout, kernel 9 in the blocks and the stem."""
 
-    def __init__(self, in_channels=3, width=1.0):
+    def __init__(self, in_channels=3, width=1.0, dims=2):
         super().__init__()
+        conv, norm, pool = ((nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d) if dims == 2 else
+                            (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d))
+        stem_kernel, kernel = (7, 3) if dims == 2 else (9, 9)
         channels = [max(4, round(c * width)) for c in (64, 128, 256, 512)]
-        # the spectrogram channels (dB, radians, dB) have very different scales: learn them away
-        self.input_norm = nn.BatchNorm2d(in_channels, affine=False)
+        # the input channels (dB, radians, dB) have very different scales: learn them away
+        self.input_norm = norm(in_channels, affine=False)
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, channels[0], 7, 2, 3, bias=False),
-            nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            conv(in_channels, channels[0], stem_kernel, 2, stem_kernel // 2, bias=False),
+            norm(channels[0]), nn.ReLU(inplace=True), pool(3, 2, 1))
         layers, previous = [], channels[0]
         for index, count in enumerate(channels):
             stride = 1 if index == 0 else 2
-            layers += [BasicBlock(previous, count, stride), BasicBlock(count, count, 1)]
+            layers += [BasicBlock(previous, count, stride, dims, kernel),
+                       BasicBlock(count, count, 1, dims, kernel)]
             previous = count
         self.layers = nn.Sequential(*layers)
         self.out_dim = channels[-1]
 
     def forward(self, x):
         x = self.layers(self.stem(self.input_norm(x)))
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return torch.flatten(x.mean(dim=tuple(range(2, x.dim()))), 1)
+
+
+class Waveform(nn.Module):
+    """The 1D encoder's front end: (B, T) -> (B, 1, T)."""
+
+    def forward(self, waveforms):
+        return waveforms.float().unsqueeze(1)
 
 
 def mlp(dim_in, dim_hidden, dim_out):
@@ -70,13 +89,19 @@ class ClarModel(nn.Module):
     """Front end, encoder and the heads of one regime (see the module docstring)."""
 
     def __init__(self, num_classes, head='clar', sample_rate=16000, frontend='paper',
-                 encoder_width=1.0, projection_dim=128):
+                 encoder_width=1.0, projection_dim=128, encoder='resnet2d'):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f'head must be one of {HEADS}, got {head!r}')
+        if encoder not in ENCODERS:
+            raise ValueError(f'encoder must be one of {ENCODERS}, got {encoder!r}')
         self.head = head
-        self.frontend = Spectrogram(sample_rate, frontend)
-        self.encoder = ResNet18(3, encoder_width)
+        if encoder == 'resnet2d':
+            self.frontend = Spectrogram(sample_rate, frontend)
+            self.encoder = ResNet18(3, encoder_width, dims=2)
+        else:
+            self.frontend = Waveform()
+            self.encoder = ResNet18(1, encoder_width, dims=1)
         features = self.encoder.out_dim
         self.projection = None
         if head == 'supervised':
@@ -87,7 +112,7 @@ class ClarModel(nn.Module):
                                         num_classes)
 
     def features(self, spectrograms):
-        """Encoder and heads on ready-made spectrograms: {'h', 'z', 'logits'}."""
+        """Encoder and heads on the front end's output: {'h', 'z', 'logits'}."""
         h = self.encoder(spectrograms)
         if self.projection is None:
             return {'h': h, 'logits': self.classifier(h)}
@@ -102,6 +127,25 @@ class ClarModel(nn.Module):
     def embed(self, waveforms):
         """The 512-d representation h of a batch of waveforms."""
         return self.encoder(self.frontend(waveforms))
+
+
+def build(cfg, num_classes, regime):
+    """The model a run's configuration describes."""
+    return ClarModel(num_classes, regime, cfg['sample_rate'], cfg['frontend'],
+                     cfg['encoder_width'], cfg['projection_dim'], cfg.get('encoder', 'resnet2d'))
+
+
+def load_checkpoint(path, device='cpu'):
+    """A trained model from a checkpoint file or a run directory (its checkpoint_best.pt),
+    in eval mode, with the checkpoint dict (config, classes, regime, epoch...)."""
+    from pathlib import Path
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / 'checkpoint_best.pt'
+    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    model = build(checkpoint['config'], len(checkpoint['classes']), checkpoint['regime'])
+    model.load_state_dict(checkpoint['model'])
+    return model.to(device).eval(), checkpoint
 
 
 def nt_xent(z1, z2, temperature=0.5):
