@@ -10,15 +10,17 @@ import re
 import sys
 
 # data
-dataset = 'synth'             # synth | speechcommands | sc09 | folder (your own class folders)
+dataset = 'synth'             # synth | speechcommands | sc09 | speechcommands12 | nsynth | esc50 | esc10 | fsdd | folder (your own class folders)
 data_root = 'data'            # where the dataset lives (or is downloaded to); never written to otherwise
 download = False              # fetch the dataset into data_root when it is missing
 cache_dir = '~/.cache/clar'   # generated demo data and waveform caches go here
 sample_rate = 16000           # every clip is resampled to this rate, mono
-clip_seconds = 0.0            # clip length; 0 = the dataset's own (1 s for speech commands)
+clip_seconds = 0.0            # clip length; 0 = the dataset's own (1 s speech commands and fsdd, 4 s nsynth, 5 s esc)
 label_fraction = 1.0          # fraction of training clips whose label is used, in (0, 1]
 label_seed = 0                # draws the labelled subset: the same for all three scripts
 skip_bad_files = False        # skip (and count) unreadable audio files instead of stopping
+nsynth_label = 'instrument_family'  # nsynth's label: instrument_family (11 classes) | pitch (the MIDI pitches present, up to 128)
+test_fold = 5                 # esc50/esc10: fold (1-5) held out for test; the fold before it (5 when 1) validates, the other three train
 # front end and model
 encoder = 'resnet2d'           # resnet2d: ResNet-18 on spectrograms | resnet1d: ResNet-18 (Conv1d, kernel 9) on raw audio
 frontend = 'paper'            # paper: 16 ms window, 8 ms hop | released: 2048-point window, hop 128
@@ -27,10 +29,12 @@ projection_dim = 128          # size of the contrastive embedding z
 # optimisation
 batch_size = 256              # clips per step (each gives two views in the contrastive regimes)
 epochs = 100                  # passes over the training clips
-learning_rate = 3e-4          # Adam's peak learning rate
-weight_decay = 1e-6           # Adam's weight decay
+optimizer = 'adam'            # adam | lars: Adam wrapped in LARS, the released code's recipe (no decay or adaptation of biases and BatchNorm)
+learning_rate = 3e-4          # peak learning rate
+weight_decay = 1e-6           # weight decay (with lars: on weights only)
 warmup_epochs = 10            # linear warm-up, then cosine decay to zero
 temperature = 0.5             # NT-Xent temperature
+probe = 'linear'              # evaluation head on frozen features: linear | mlp (512-512-classes, dropout 0.2, as the released code)
 batchnorm_batches = 16        # before each evaluation, re-estimate BatchNorm statistics on this many training batches (0 = off)
 dtype = 'auto'                # autocast: auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
 # augmentation: applied on the device, parameters drawn per clip and per view

@@ -29,6 +29,7 @@ import evaluation
 import rundir
 from config import UserError
 import model as model_module
+import optim
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 # options that may change when a run is resumed; everything else comes from its config.json
@@ -67,6 +68,8 @@ def check(cfg):
     one_of('dataset', dataset.DATASETS)
     one_of('frontend', ('paper', 'released'))
     one_of('encoder', model_module.ENCODERS)
+    one_of('optimizer', ('adam', 'lars'))
+    one_of('probe', evaluation.PROBES)
     one_of('dtype', ('auto', *DTYPES))
     one_of('wandb', ('off', 'online', 'offline'))
     if not 0 < cfg['label_fraction'] <= 1:
@@ -316,8 +319,8 @@ class Trainer:
                 self.model, device_ids=[device.index] if device.type == 'cuda' else None)
         if cfg.get('compile'):
             self.forward = torch.compile(self.forward)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg['learning_rate'],
-                                          weight_decay=cfg['weight_decay'])
+        self.optimizer = optim.build(self.model, cfg['optimizer'], cfg['learning_rate'],
+                                     cfg['weight_decay'])
         self.steps_per_epoch = len(epoch_batches(self.step_indices, self.global_batch, 0, 0))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.steps_per_epoch, cfg['epochs'], cfg['warmup_epochs']))
@@ -383,6 +386,9 @@ class Trainer:
             return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.cfg['optimizer'] == 'lars':
+            self.scaler.unscale_(self.optimizer)
+            optim.lars_adapt_(self.optimizer)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -479,7 +485,8 @@ class Trainer:
                           weights_only=False)
         self.model.load_state_dict(best['model'])
         results = evaluation.final(self.model, self.data, self.labelled_indices, self.device,
-                                   self.amp_dtype, self.regime, best['epoch'])
+                                   self.amp_dtype, self.regime, best['epoch'],
+                                   cfg['probe'])
         results.update({'regime': self.regime, 'dataset': cfg['dataset'],
                         'label_fraction': cfg['label_fraction'],
                         'labelled_clips': int(len(self.labelled_indices)),

@@ -72,3 +72,18 @@ def test_online_probe_does_not_train_the_encoder():
     model(torch.randn(2, 16000))['logits'].sum().backward()
     assert all(p.grad is None for p in model.encoder.parameters())
     assert model.classifier.weight.grad is not None
+
+
+def test_lars_scales_each_weight_update_by_its_trust_ratio():
+    import optim
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    optimizer = optim.build(model, 'lars', 1.0, weight_decay=0.1, trust_coefficient=0.01)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    weight = model[0].weight
+    expected = (1 + 0.1 * weight.detach())
+    expected = expected * 0.01 * weight.detach().norm() / expected.norm()
+    optim.lars_adapt_(optimizer)
+    assert torch.allclose(weight.grad, expected)
+    for untouched in (model[0].bias, model[1].weight, model[1].bias):   # biases and BatchNorm
+        assert torch.equal(untouched.grad, torch.ones_like(untouched))

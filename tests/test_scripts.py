@@ -65,3 +65,32 @@ def test_an_existing_run_is_never_overwritten(fixture_data):
     assert 'already exists' in result.stderr and '--run_name' in result.stderr
     assert (existing / 'results.json').read_text() == '{"keep": 1}'
     assert sorted(p.name for p in existing.iterdir()) == ['results.json']
+
+
+def test_released_recipe_raw_audio_encoder_and_mlp_probe(fixture_data):
+    result = run_script('train.py', fixture_data, '--optimizer=lars', '--learning_rate=0.5',
+                        '--encoder=resnet1d', '--probe=mlp', '--epochs=2', '--run_name=options')
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((fixture_data / 'runs' / 'options' / 'results.json').read_text())
+    assert results['probe'].startswith('MLP probe')
+    import torch
+    state = torch.load(fixture_data / 'runs' / 'options' / 'checkpoint_last.pt', weights_only=False)
+    assert state['model']['encoder.stem.0.weight'].shape[-1] == 9          # Conv1d, kernel 9
+    assert 'lars' in state['optimizer']['param_groups'][0]
+
+
+def test_supervised_fine_tuning_starts_from_a_pretrained_encoder(fixture_data):
+    pretrained = fixture_data / 'runs' / 'selfsupervised' / 'checkpoint_best.pt'
+    if not pretrained.exists():
+        pytest.skip('needs the self-supervised run of test_script_trains_and_writes_its_run')
+    result = run_script('supervised.py', fixture_data, f'--init_from={pretrained.parent}',
+                        '--epochs=1', '--learning_rate=1e-9', '--warmup_epochs=0',
+                        '--run_name=finetune', '--batchnorm_batches=0')
+    assert result.returncode == 0, result.stderr[-2000:]
+    import torch
+    before = torch.load(pretrained, weights_only=False)['model']
+    after = torch.load(fixture_data / 'runs' / 'finetune' / 'checkpoint_last.pt', weights_only=False)['model']
+    conv = 'encoder.layers.0.conv1.weight'
+    assert torch.allclose(before[conv], after[conv], atol=1e-6)   # a vanishing learning rate
+    bad = run_script('supervised.py', fixture_data, '--init_from=/no/such/run', '--run_name=bad')
+    assert bad.returncode == 2 and 'no such checkpoint' in bad.stderr
