@@ -36,6 +36,7 @@ warmup_epochs = 10            # linear warm-up, then cosine decay to zero
 temperature = 0.5             # NT-Xent temperature
 probe = 'linear'              # evaluation head on frozen features: linear | mlp (512-512-classes, dropout 0.2, as the released code)
 batchnorm_batches = 16        # before each evaluation, re-estimate BatchNorm statistics on this many training batches (0 = off)
+channels_last = True          # channels-last memory layout for the 2D encoder (faster on GPUs and recent CPUs)
 dtype = 'auto'                # autocast: auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
 # augmentation: applied on the device, parameters drawn per clip and per view
 augmentations = 'fade,time_mask'  # comma-separated names (augmentation.NAMES); '' = none

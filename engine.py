@@ -306,7 +306,7 @@ class Trainer:
         self.model = model_module.build(cfg, len(data.classes), regime).to(device)
         if cfg.get('init_from'):
             load_encoder(self.model, cfg['init_from'], device)
-        if device.type == 'cuda':
+        if cfg['channels_last']:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = self.model
         if world_size > 1:
@@ -371,18 +371,25 @@ class Trainer:
         self.log(f'resumed {self.run_dir} at epoch {self.epoch + 1}, batch {self.batch}')
 
     # -------- one step
-    def train_step(self, batch_indices):
-        cfg = self.cfg
-        mine = batch_indices[self.rank::self.world_size]         # this process's share
+    def load_batch(self, batch_indices):
+        """This process's share of a global batch, on the device."""
+        mine = batch_indices[self.rank::self.world_size]
         waves, labels, order = self.data.batch(mine, self.device)
         labelled = torch.from_numpy(self.is_labelled[order]).to(self.device, non_blocking=True)
-        views = [augmentation.augment(waves, self.names, cfg['sample_rate'],
-                                      self.augment_generator, **self.augment_options)
-                 for _ in range(1 if self.regime == 'supervised' else 2)]
+        return waves, labels, labelled
+
+    def make_views(self, waves):
+        """One augmented view per clip (supervised) or two, drawn independently."""
+        return [augmentation.augment(waves, self.names, self.cfg['sample_rate'],
+                                     self.augment_generator, **self.augment_options)
+                for _ in range(1 if self.regime == 'supervised' else 2)]
+
+    def optimise(self, views, labels, labelled):
+        """Loss, backward and optimiser step; None (and no update) when the loss is not finite."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype != torch.float32):
-            loss, parts = self.loss_fn(self.forward, views, labels, labelled, cfg)
-        if not torch.isfinite(loss):       # skip it; the caller counts and may stop
+            loss, parts = self.loss_fn(self.forward, views, labels, labelled, self.cfg)
+        if not torch.isfinite(loss):
             return None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -393,6 +400,10 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return {'loss': loss.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    def train_step(self, batch_indices):
+        waves, labels, labelled = self.load_batch(batch_indices)
+        return self.optimise(self.make_views(waves), labels, labelled)
 
     # -------- the loop
     def fit(self, stop, started):

@@ -1,0 +1,209 @@
+"""Speed of every stage of a CLAR step, measured in one run, printed as JSON lines and a table.
+
+    python bench.py                                  # CPU, batch 32, standard ResNet-18
+    python bench.py --device=cuda --batch_size=256 --compile=True
+
+Lines (each has `name` and `clips_per_second`):
+  cache_read              random batches from the waveform cache (synthetic clips)
+  augment/<name>          each augmentation alone, and augment/configured for the set in use
+  frontend                waveforms -> (3, 128, T) spectrograms, one view
+  model_step              encoder, heads, losses, backward, optimiser on ready spectrograms,
+                          both views (CLAR's loss)
+  clar_step / supervised_step / selfsupervised_step
+                          the whole step of each regime: augment the views, front end,
+                          forward, backward, optimiser (the training scripts' own code)
+  clar_step_over_model_step   `ratio`: what augmentation and front end leave of the speed
+  memory                  peak anonymous memory (RssAnon) and, on CUDA, peak GPU memory
+"""
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import augmentation
+import config as config_module
+import dataset
+import engine
+import selfsupervised
+import supervised
+import train
+
+device = 'auto'               # auto | cpu | cuda
+batch_size = 32               # clips per step (two views each in the contrastive regimes)
+dtype = 'auto'                # auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+compile = False               # torch.compile the model
+channels_last = True          # channels-last memory layout for the 2D encoder
+encoder = 'resnet2d'          # resnet2d | resnet1d
+encoder_width = 1.0           # 1 = the standard ResNet-18
+clip_seconds = 1.0            # clip length
+augmentations = 'fade,time_mask'  # the configured set (the paper's best pair by default)
+seconds = 3.0                 # time spent measuring each line (after warm-up)
+augment_batch = 256           # batch size for the per-augmentation lines
+baselines = True              # also time torchaudio's per-clip pitch shift and time stretch
+cache_clips = 4096            # size of the synthetic waveform cache
+
+
+def timed(function, clips, device, seconds):
+    """Clips per second of the fastest call of `function` among repeated calls for about
+    `seconds` (after one warm-up call). The fastest call is the one least disturbed by
+    other work on the machine."""
+    return interleaved({'only': function}, clips, device, seconds)['only']
+
+
+def interleaved(functions, clips, device, seconds):
+    """Like timed() for several functions, called in turn so that a noisy machine slows
+    them alike; returns {name: clips per second}."""
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    best = {}
+    for name, function in functions.items():      # warm-up
+        function()
+        best[name] = float('inf')
+    sync()
+    deadline = time.perf_counter() + seconds * len(functions)
+    while True:
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            sync()
+            best[name] = min(best[name], time.perf_counter() - start)
+        if time.perf_counter() >= deadline:
+            return {name: clips / t for name, t in best.items()}
+
+
+def memory_mib():
+    """Anonymous memory of this process now (RssAnon: what it allocated itself, not the
+    memory-mapped cache's pages) and its peak resident set (VmHWM), in MiB (Linux)."""
+    fields = {}
+    try:
+        with open('/proc/self/status') as status:
+            for line in status:
+                key, _, value = line.partition(':')
+                fields[key] = value.strip()
+    except OSError:
+        return None
+    return {key.lower() + '_mib': round(int(fields[key].split()[0]) / 1024, 1)
+            for key in ('RssAnon', 'VmHWM') if key in fields}
+
+
+def synthetic_data(clips, clip_samples, folder):
+    """An on-disk int16 waveform cache of random clips, read as the scripts read theirs."""
+    waves = np.lib.format.open_memmap(folder / 'waves.npy', mode='w+', dtype=np.int16,
+                                      shape=(clips, clip_samples))
+    waves[:] = np.random.default_rng(0).integers(-3000, 3000, waves.shape, dtype=np.int16)
+    waves.flush()
+    labels = np.arange(clips) % 10
+    splits = {'train': np.arange(clips), 'val': np.arange(10), 'test': np.arange(10)}
+    return dataset.AudioData('bench', [str(i) for i in range(10)], 16000, clip_samples,
+                             np.load(folder / 'waves.npy', mmap_mode='r'), labels, splits,
+                             [], [])
+
+
+class FeaturesOnly(torch.nn.Module):
+    """The model from its front end's output on: the model-only step feeds spectrograms."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, spectrograms):
+        return self.model.features(spectrograms)
+
+
+def main(argv):
+    opts = config_module.parse_args(config_module.defaults_of(globals()), argv,
+                                    sources=[__file__], program='bench.py')
+    run_device = engine.resolve_device(opts['device'])
+    lines = []
+
+    def report(name, clips_per_second, **extra):
+        line = {'name': name, 'clips_per_second': round(clips_per_second, 1), **extra}
+        lines.append(line)
+        print(json.dumps(line), flush=True)
+
+    clip_samples = int(opts['clip_seconds'] * 16000)
+    scratch = tempfile.TemporaryDirectory(prefix='clar-bench-')
+    data = synthetic_data(opts['cache_clips'], clip_samples, Path(scratch.name))
+    rng = np.random.default_rng(0)
+    report('cache_read', timed(lambda: data.batch(rng.choice(len(data.labels), 256, replace=False),
+                                                  run_device), 256, run_device, opts['seconds']),
+           batch_size=256)
+
+    waves = data.batch(np.arange(opts['augment_batch']), run_device)[0]
+    generator = torch.Generator().manual_seed(0)
+    for name in augmentation.NAMES:
+        report(f'augment/{name}', timed(lambda: augmentation.augment(waves, [name], 16000, generator),
+                                        len(waves), run_device, opts['seconds']),
+               batch_size=len(waves))
+
+    regimes = {'clar': (train, 'all'), 'supervised': (supervised, 'labelled'),
+               'selfsupervised': (selfsupervised, 'all')}
+    steps = {}
+    for regime, (script, train_on) in regimes.items():
+        cfg = config_module.defaults_of(vars(script))
+        cfg.update({k: opts[k] for k in ('device', 'dtype', 'compile', 'encoder', 'encoder_width',
+                                         'augmentations', 'batch_size', 'channels_last')},
+                   clip_seconds=opts['clip_seconds'], label_fraction=1.0)
+        engine.check(cfg)
+        trainer = engine.Trainer(cfg, regime, script.loss, train_on, data, run_device,
+                                 Path(scratch.name), 0, 1)
+        batch = data.batch(np.arange(opts['batch_size']), run_device)
+        labelled = torch.ones(opts['batch_size'], dtype=torch.bool, device=run_device)
+        if regime == 'clar':
+            report('augment/configured', timed(lambda: trainer.make_views(batch[0]),
+                                               opts['batch_size'], run_device, opts['seconds']),
+                   augmentations=opts['augmentations'], views=2)
+            frontend = trainer.model.frontend
+            report('frontend', timed(lambda: frontend(batch[0]), opts['batch_size'],
+                                     run_device, opts['seconds']), views=1)
+            spectrograms = [frontend(v) for v in trainer.make_views(batch[0])]
+            model_trainer = engine.Trainer(cfg, regime, script.loss, train_on, data, run_device,
+                                           Path(scratch.name), 0, 1)
+            model_trainer.forward = FeaturesOnly(model_trainer.model)
+            if opts['compile']:
+                model_trainer.forward = torch.compile(model_trainer.forward)
+            both = interleaved({
+                'model_step': lambda: model_trainer.optimise(spectrograms, batch[1], labelled),
+                'clar': lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled)},
+                opts['batch_size'], run_device, opts['seconds'])
+            steps.update(both)
+            report('model_step', steps['model_step'], views=2)
+        else:
+            steps[regime] = timed(
+                lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled),
+                opts['batch_size'], run_device, opts['seconds'])
+        report(f'{regime}_step', steps[regime], views=1 if regime == 'supervised' else 2)
+
+    report('clar_step_over_model_step', steps['clar'],
+           ratio=round(steps['clar'] / steps['model_step'], 3))
+    if opts['baselines']:
+        for line in augmentation.bench_augmentations(batch_size=opts['augment_batch'],
+                                                     seconds=opts['clip_seconds'],
+                                                     device=str(run_device)):
+            if line['name'].startswith('baseline/'):
+                report(line['name'], line['clips_per_second'],
+                       **{k: v for k, v in line.items() if k not in ('name', 'clips_per_second')})
+    memory = memory_mib() or {}
+    if run_device.type == 'cuda':
+        memory['cuda_peak_mib'] = torch.cuda.max_memory_allocated(run_device) / 2 ** 20
+        memory['card'] = torch.cuda.get_device_name(run_device)
+    report('memory', 0.0, batch_size=opts['batch_size'], **memory)
+
+    print(f'\n{"name":34s} {"clips/s":>10s}  notes')
+    step = steps['clar']
+    for line in lines:
+        note = ', '.join(f'{k}={v}' for k, v in line.items() if k not in ('name', 'clips_per_second'))
+        if line['name'].startswith(('augment/', 'frontend')) and line['clips_per_second']:
+            note = (note + ', ' if note else '') + f'{line["clips_per_second"] / step:.0f}x clar_step'
+        print(f'{line["name"]:34s} {line["clips_per_second"]:10.1f}  {note}')
+    print(f'\ndevice {run_device}{" (" + torch.cuda.get_device_name(run_device) + ")" if run_device.type == "cuda" else ""}, '
+          f'torch {torch.__version__}, {torch.get_num_threads()} threads, batch {opts["batch_size"]}, '
+          f'encoder {opts["encoder"]} width {opts["encoder_width"]}')
+    scratch.cleanup()
+
+
+if __name__ == '__main__':
+    config_module.exit_on_user_error(lambda: main(sys.argv[1:]))

@@ -1,0 +1,29 @@
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_bench_prints_every_line_as_json():
+    result = subprocess.run(
+        [sys.executable, 'bench.py', '--seconds=0.01', '--encoder_width=0.125', '--batch_size=4',
+         '--augment_batch=4', '--cache_clips=300', '--baselines=False'],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = {}
+    for text in result.stdout.splitlines():
+        if text.startswith('{'):
+            line = json.loads(text)
+            lines[line['name']] = line
+    import augmentation
+    expected = {'cache_read', 'augment/configured', 'frontend', 'model_step', 'clar_step',
+                'supervised_step', 'selfsupervised_step', 'clar_step_over_model_step', 'memory',
+                *(f'augment/{name}' for name in augmentation.NAMES)}
+    assert expected <= set(lines)
+    assert all(lines[name]['clips_per_second'] > 0 for name in expected - {'memory'})
+    ratio = lines['clar_step_over_model_step']['ratio']
+    assert ratio == round(lines['clar_step']['clips_per_second'] / lines['model_step']['clips_per_second'], 3) or abs(
+        ratio - lines['clar_step']['clips_per_second'] / lines['model_step']['clips_per_second']) < 0.01
+    assert lines['memory']['rssanon_mib'] > 0
+    assert 'clar_step' in result.stdout.split('name ')[-1]        # the readable table
