@@ -1,20 +1,48 @@
 """Datasets as fixed-length 16 kHz mono clips, read through an on-disk waveform cache.
 
-Each dataset is a listing of (audio file, class, split). The first use decodes every file
-once (soundfile; resampled, downmixed, zero-padded or cropped on the right) into an int16
-array under `cache_dir`, memory-mapped afterwards: no epoch decodes audio again. The cache
-is keyed by the files' names, sizes and modification times, so it is rebuilt when they change.
+Each dataset is a listing of (audio file, optional start offset, class, split). The first use
+decodes every clip once (soundfile; resampled, downmixed, zero-padded or cropped on the right)
+into an int16 array under `cache_dir`, memory-mapped afterwards: no epoch decodes audio again.
+The cache holds audio only: it is keyed by the files' names, offsets, sizes and modification
+times (and the rate and length), so it is rebuilt when they change, and datasets that differ
+only in labels or splits (NSynth's two labels, ESC's five test folds) share one cache.
 
     data = load('speechcommands', 'data', cache_dir='~/.cache/clar')
     data.waves[i]            # int16 samples of clip i
     data.labels[data.splits['train']]
+
+Datasets (`--dataset=`), their layouts under `--data_root` and splits:
+    synth             generated demo words (in cache_dir)
+    speechcommands    Speech Commands v0.02, 35 words; official validation/testing lists
+    sc09              its ten digits
+    speechcommands12  the 12-class benchmark: yes no up down left right on off stop go,
+                      _unknown_ (every other word) and _silence_ (1-s cuts of the
+                      _background_noise_ files: of each file's cuts, the first 80 % train,
+                      the next 10 % val, the last 10 % test)
+    nsynth            nsynth-{train,valid,test}/examples.json + audio/*.wav, 4 s; label
+                      --nsynth_label = instrument_family (11) | pitch (the pitches present)
+    esc50, esc10      ESC-50 release (audio/, meta/esc50.csv; esc10 = its esc10 rows) or, for
+                      esc10, the stand-alone ESC-10 release ('NNN - Name'/{fold}-{id}-{take}.ogg);
+                      5 s; --test_fold=k is the test split, fold k-1 (5 when k = 1) the
+                      validation split, the other three folds train
+    fsdd              Free Spoken Digit Dataset recordings/{digit}_{speaker}_{take}.wav, 1 s;
+                      takes 0-4 test, 5-9 val, the rest train
+    folder            your own: one sub-folder of audio files per class
 """
+import csv
+import functools
 import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import tarfile
 import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,22 +52,41 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
+try:
+    import fcntl                    # one process builds a cache while others wait (POSIX)
+except ImportError:
+    fcntl = None
+
 from config import UserError
 
 AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg')
 SPLITS = ('train', 'val', 'test')
 SC09_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
-CACHE_VERSION = 1
+SC12_KEYWORDS = ('yes', 'no', 'up', 'down', 'left', 'right', 'on', 'off', 'stop', 'go')
+SILENCE, UNKNOWN = '_silence_', '_unknown_'
+NSYNTH_FOLDERS = {'nsynth-train': 'train', 'nsynth-valid': 'val', 'nsynth-test': 'test'}
+NSYNTH_LABELS = ('instrument_family', 'pitch')
+NSYNTH_URL = 'http://download.magenta.tensorflow.org/datasets/nsynth/{}.jsonwav.tar.gz'
+ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'
+FSDD_URL = 'https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip'
+ESC_FOLDS = (1, 2, 3, 4, 5)
+FSDD_NAME = re.compile(r'^(\d)_([^_]+)_(\d+)\.wav$')
+# options of some datasets only, passed to load() by name (engine.dataset_options)
+EXTRA_OPTIONS = ('nsynth_label', 'test_fold')
+CACHE_VERSION = 2
 
 
 @dataclass
 class Listing:
-    """What a dataset holds before decoding: parallel lists of files, class names and splits."""
+    """What a dataset holds before decoding: parallel lists of files, class names and splits.
+    `offsets` (optional, parallel too) are start times in seconds into each file, for clips
+    cut from longer recordings; None means every clip starts at the file's beginning."""
     paths: list
     class_names: list
     splits: list
     classes: list
     clip_seconds: float
+    offsets: list = None
 
 
 @dataclass
@@ -54,16 +101,35 @@ class AudioData:
     splits: dict
     paths: list
     skipped: list
+    offsets: list = None          # start (seconds) of each clip in its file, when not all 0
 
     def batch(self, indices, device='cpu'):
-        """Float waveforms in [-1, 1) and labels for the given clip indices."""
-        order = np.sort(np.asarray(indices))        # memmap reads fastest in file order
-        waves = torch.from_numpy(np.ascontiguousarray(self.waves[order]))
+        """Float waveforms in [-1, 1) and labels for the given clip indices, in sorted order
+        (returned as `order`: memmap reads fastest in file order)."""
+        order = np.sort(np.asarray(indices, dtype=np.int64))
+        if len(order) and (order[0] < 0 or order[-1] >= len(self.waves)):
+            raise IndexError(f'clip indices must be in [0, {len(self.waves)})')
+        rows = np.asarray(self.waves)                   # the memmap as a plain array view
         labels = torch.from_numpy(self.labels[order])
-        if torch.device(device).type == 'cuda':
-            waves, labels = waves.pin_memory(), labels.pin_memory()
-        waves = waves.to(device, non_blocking=True).float().div_(32768.0)
-        return waves, labels.to(device, non_blocking=True), order
+        device = torch.device(device)
+        if device.type == 'cuda':
+            # gather the int16 rows straight into pinned memory, send half the bytes of
+            # float32, convert on the GPU
+            staged = torch.empty((len(order), rows.shape[1]), dtype=torch.int16, pin_memory=True)
+            np.take(rows, order, axis=0, out=staged.numpy(), mode='clip')
+            waves = staged.to(device, non_blocking=True).float().mul_(1 / 32768)
+            return waves, labels.pin_memory().to(device, non_blocking=True), order
+        # one pass per row from the memmap to float32, while the row is in cache (a gather
+        # then a conversion would pass over the batch three times)
+        # (numpy's allocator asks for huge pages: fewer page faults on large batches)
+        out = np.empty((len(order), rows.shape[1]), dtype=np.float32)
+        for row, i in enumerate(order):
+            np.multiply(rows[i], _SCALE, out=out[row])
+        waves = torch.from_numpy(out).to(device)
+        return waves, labels.to(device), order
+
+
+_SCALE = np.float32(1 / 32768)          # int16 -> [-1, 1); exact (a power of two)
 
 
 # ---------------------------------------------------------------- listings
@@ -135,6 +201,43 @@ def list_speechcommands(data_root, download=False, words=None):
     return list_class_folders(root, classes=words)
 
 
+def silence_split(cut, cuts):
+    """The split of 1-s cut number `cut` of a noise file with `cuts` cuts: contiguous blocks,
+    the first 80 % train, the next 10 % val, the last 10 % test (so neighbouring, correlated
+    cuts straddle a split only at two block edges per file)."""
+    tenth = 10 * cut // cuts
+    return 'train' if tenth < 8 else 'val' if tenth == 8 else 'test'
+
+
+def list_speechcommands12(data_root, download=False):
+    """The 12-class benchmark: the ten keywords, _unknown_ (every other word, official lists
+    as for the keywords) and _silence_ (every whole second of each _background_noise_ wav,
+    split by silence_split)."""
+    root = _speechcommands_root(data_root, download)
+    words = list_class_folders(root)
+    names = [name if name in SC12_KEYWORDS else UNKNOWN for name in words.class_names]
+    offsets = [0.0] * len(words.paths)
+    noise_files = sorted((root / '_background_noise_').glob('*.wav'))
+    if not noise_files:
+        raise UserError(f'no {root}/_background_noise_/*.wav: the 12-class Speech Commands set '
+                        f'cuts its {SILENCE} clips from those recordings')
+    paths, splits = list(words.paths), list(words.splits)
+    for noise in noise_files:
+        try:
+            info = soundfile.info(str(noise))
+            cuts = int(info.frames // info.samplerate)
+        except Exception:           # listed once, so that the cache build names the bad file
+            cuts = 0
+        for cut in range(max(cuts, 1)):
+            paths.append(str(noise))
+            offsets.append(float(cut))
+            splits.append(silence_split(cut, max(cuts, 1)))
+            names.append(SILENCE)
+    present = set(names)
+    classes = [c for c in (SILENCE, UNKNOWN, *SC12_KEYWORDS) if c in present]
+    return Listing(paths, names, splits, classes, 1.0, offsets)
+
+
 def list_synth(cache_dir):
     import synth_speech
     return list_class_folders(synth_speech.ensure(Path(cache_dir).expanduser()))
@@ -148,79 +251,387 @@ def list_folder(data_root, seed=0):
     return list_class_folders(root, seed=seed)
 
 
-def listing(name, data_root, cache_dir, download=False, seed=0):
+# NSynth
+
+def _nsynth_root(data_root, download):
+    root = Path(data_root).expanduser()
+    candidates = [root, root / 'nsynth']
+    for candidate in candidates:
+        if all((candidate / f / 'examples.json').exists() for f in NSYNTH_FOLDERS):
+            return candidate
+    missing = [f for f in NSYNTH_FOLDERS if not (root / f / 'examples.json').exists()]
+    if download:
+        for folder in missing:
+            fetch(NSYNTH_URL.format(folder), root, f'NSynth {folder}',
+                  size='about 22 GB' if folder == 'nsynth-train' else 'under 1 GB')
+        return root
+    raise UserError(
+        f'NSynth not found: looked for {", ".join(f + "/examples.json" for f in NSYNTH_FOLDERS)} '
+        f'in {" and ".join(str(c) for c in candidates)} ({", ".join(missing)} missing in {root}). '
+        f'Run with --download=True to fetch the official archives (about 23 GB, 37 GB once '
+        f'cached) into --data_root, or point --data_root at the folder holding the three '
+        f'extracted nsynth-* folders.')
+
+
+def list_nsynth(data_root, download=False, label='instrument_family'):
+    """NSynth's official splits (the folders), labelled by instrument_family (class names from
+    instrument_family_str, ordered by family number) or pitch (the MIDI pitches present,
+    ordered numerically). Reads examples.json only, not the 300k wav headers."""
+    if label not in NSYNTH_LABELS:
+        raise UserError(f'unknown --nsynth_label={label}; valid: {", ".join(NSYNTH_LABELS)}')
+    root = _nsynth_root(data_root, download)
+    paths, names, splits, class_order = [], [], [], {}
+    for folder, split in NSYNTH_FOLDERS.items():
+        index_file = root / folder / 'examples.json'
+        try:
+            examples = json.loads(index_file.read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f'{index_file}: cannot read ({error}); download it again') from None
+        for note in sorted(examples):
+            entry = examples[note]
+            try:
+                if label == 'pitch':
+                    number = int(entry['pitch'])
+                    name = str(number)
+                else:
+                    number = int(entry['instrument_family'])
+                    name = entry['instrument_family_str']
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f'{index_file}: entry {note!r} lacks a usable {label}') from None
+            if class_order.setdefault(name, number) != number:
+                raise UserError(f'{index_file}: {name!r} has two family numbers')
+            paths.append(str(root / folder / 'audio' / f'{note}.wav'))
+            names.append(name)
+            splits.append(split)
+    classes = sorted(class_order, key=class_order.get)
+    return Listing(paths, names, splits, classes, 4.0)
+
+
+# ESC-50 and ESC-10
+
+def esc_split(fold, test_fold):
+    """test for the fold `test_fold`, val for the fold before it (fold 5 when test_fold is
+    1), train for the other three."""
+    validation_fold = ESC_FOLDS[(ESC_FOLDS.index(test_fold) - 1) % len(ESC_FOLDS)]
+    return 'test' if fold == test_fold else 'val' if fold == validation_fold else 'train'
+
+
+def _esc50_root(root):
+    for candidate in (root, root / 'ESC-50-master', root / 'ESC-50'):
+        if (candidate / 'meta' / 'esc50.csv').exists():
+            return candidate
+    return None
+
+
+ESC10_FOLDER = re.compile(r'^\d{3} - (.+)$')
+
+
+def _esc10_root(root):
+    for candidate in (root, root / 'ESC-10-master', root / 'ESC-10'):
+        if candidate.is_dir() and any(p.is_dir() and ESC10_FOLDER.match(p.name)
+                                      for p in candidate.iterdir()):
+            return candidate
+    return None
+
+
+def _esc50_rows(root, esc10_only):
+    table = root / 'meta' / 'esc50.csv'
+    with open(table, newline='') as source:
+        rows = list(csv.DictReader(source))
+    needed = {'filename', 'fold', 'target', 'category', 'esc10'}
+    if not rows or not needed <= set(rows[0]):
+        raise UserError(f'{table}: expected the columns {", ".join(sorted(needed))}')
+    if esc10_only:
+        rows = [r for r in rows if r['esc10'].strip().lower() == 'true']
+    return table, rows
+
+
+def list_esc(data_root, download=False, test_fold=5, esc10=False):
+    """ESC-50 (or its ESC-10 subset) by folds; see esc_split."""
+    if test_fold not in ESC_FOLDS:
+        raise UserError(f'--test_fold must be one of {", ".join(map(str, ESC_FOLDS))}, got {test_fold}')
+    name = 'ESC-10' if esc10 else 'ESC-50'
+    root = Path(data_root).expanduser()
+    esc50_root = _esc50_root(root)
+    if esc50_root is None and esc10 and _esc10_root(root) is not None:
+        return _list_esc10_standalone(_esc10_root(root), test_fold)
+    if esc50_root is None and download:
+        fetch(ESC50_URL, root, 'ESC-50', size='about 600 MB')
+        esc50_root = _esc50_root(root)
+    if esc50_root is None:
+        looked = (f'{root}, {root}/ESC-50-master and {root}/ESC-50' +
+                  (f'; the stand-alone ESC-10 layout ("NNN - Name" class folders) in {root}, '
+                   f'{root}/ESC-10-master and {root}/ESC-10' if esc10 else ''))
+        raise UserError(f'{name} not found: looked for meta/esc50.csv in {looked}. Run with '
+                        f'--download=True to fetch ESC-50 ({ESC50_URL}) into --data_root, or '
+                        f'point --data_root at the extracted ESC-50-master folder.')
+    table, rows = _esc50_rows(esc50_root, esc10)
+    paths, names, splits, class_order = [], [], [], {}
+    for row in sorted(rows, key=lambda r: r['filename']):
+        try:
+            fold, target = int(row['fold']), int(row['target'])
+        except ValueError:
+            raise UserError(f'{table}: row {row["filename"]} has a bad fold or target') from None
+        if fold not in ESC_FOLDS:
+            raise UserError(f'{table}: row {row["filename"]} has fold {fold}, not 1-5')
+        if class_order.setdefault(row['category'], target) != target:
+            raise UserError(f'{table}: category {row["category"]} has two targets')
+        paths.append(str(esc50_root / 'audio' / row['filename']))
+        names.append(row['category'])
+        splits.append(esc_split(fold, test_fold))
+    if not paths:
+        raise UserError(f'{table} lists no {name} clips')
+    return Listing(paths, names, splits, sorted(class_order, key=class_order.get), 5.0)
+
+
+def _list_esc10_standalone(root, test_fold):
+    """The stand-alone ESC-10 release: 'NNN - Class name'/{fold}-{freesound id}-{take}.ogg."""
+    paths, names, splits, classes = [], [], [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and ESC10_FOLDER.match(p.name)):
+        class_name = ESC10_FOLDER.match(folder.name).group(1)
+        found = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+        for path in found:
+            fold = int(path.name[0]) if path.name[0].isdigit() else None
+            if fold not in ESC_FOLDS:
+                raise UserError(f'{path}: an ESC-10 file name starts with its fold (1-5)')
+            paths.append(str(path))
+            names.append(class_name)
+            splits.append(esc_split(fold, test_fold))
+        if found:
+            classes.append(class_name)
+    return Listing(paths, names, splits, classes, 5.0)
+
+
+def esc_fold(path):
+    """The fold of an ESC-50 or ESC-10 clip: the first field of its file name."""
+    return int(Path(path).name.split('-')[0])
+
+
+# Free Spoken Digit Dataset
+
+def fsdd_split(take):
+    return 'test' if take <= 4 else 'val' if take <= 9 else 'train'
+
+
+def _fsdd_root(data_root, download):
+    root = Path(data_root).expanduser()
+    candidates = [root / 'recordings', root, root / 'free-spoken-digit-dataset-master' / 'recordings']
+    for candidate in candidates:
+        if candidate.is_dir() and any(FSDD_NAME.match(p.name) for p in candidate.iterdir()):
+            return candidate
+    if download:
+        fetch(FSDD_URL, root, 'the Free Spoken Digit Dataset', size='about 20 MB',
+              keep={'free-spoken-digit-dataset-master/recordings': 'recordings'})
+        return root / 'recordings'
+    raise UserError(
+        f'the Free Spoken Digit Dataset was not found: looked for {{digit}}_{{speaker}}_{{take}}.wav '
+        f'in {", ".join(str(c) for c in candidates)}. Run with --download=True to fetch it into '
+        f'--data_root/recordings, or point --data_root at its recordings folder.')
+
+
+def list_fsdd(data_root, download=False):
+    """FSDD's documented split by take: 0-4 test, 5-9 validation (ours), 10-49 train."""
+    root = _fsdd_root(data_root, download)
+    paths, names, splits = [], [], []
+    for path in sorted(root.iterdir()):
+        if path.suffix.lower() != '.wav':
+            continue
+        match = FSDD_NAME.match(path.name)
+        if not match:
+            raise UserError(f'{path}: not named {{digit}}_{{speaker}}_{{take}}.wav; move it out '
+                            f'of {root}')
+        paths.append(str(path))
+        names.append(match.group(1))
+        splits.append(fsdd_split(int(match.group(3))))
+    return Listing(paths, names, splits, sorted(set(names)), 1.0)
+
+
+def listing(name, data_root, cache_dir, download=False, seed=0,
+            nsynth_label='instrument_family', test_fold=5):
     if name == 'synth':
         return list_synth(cache_dir)
     if name == 'speechcommands':
         return list_speechcommands(data_root, download)
     if name == 'sc09':
         return list_speechcommands(data_root, download, words=SC09_WORDS)
+    if name == 'speechcommands12':
+        return list_speechcommands12(data_root, download)
+    if name == 'nsynth':
+        return list_nsynth(data_root, download, nsynth_label)
+    if name in ('esc50', 'esc10'):
+        return list_esc(data_root, download, test_fold, esc10=name == 'esc10')
+    if name == 'fsdd':
+        return list_fsdd(data_root, download)
     if name == 'folder':
         return list_folder(data_root, seed)
     raise UserError(f'unknown --dataset={name}; valid: {", ".join(DATASETS)}')
 
 
-DATASETS = ('synth', 'speechcommands', 'sc09', 'folder')
+DATASETS = ('synth', 'speechcommands', 'sc09', 'speechcommands12', 'nsynth', 'esc50', 'esc10',
+            'fsdd', 'folder')
+
+
+# ---------------------------------------------------------------- downloads
+
+def fetch(url, destination, what, size='', keep=None):
+    """Download the archive at `url` (streamed to a temporary file inside `destination`), then
+    extract it there. `keep` maps paths inside the archive to names under `destination`
+    (default: every top-level entry keeps its name). Entries appear only once extracted
+    completely; an interrupted download leaves nothing behind."""
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    print(f'downloading {what}{f" ({size})" if size else ""} from {url} into {destination} ...')
+    with tempfile.TemporaryDirectory(prefix='.download-', dir=destination) as temporary:
+        archive = Path(temporary) / url.rsplit('/', 1)[-1]
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(archive, 'wb') as out:
+                total = int(response.headers.get('Content-Length') or 0) or None
+                with tqdm(total=total, unit='B', unit_scale=True, unit_divisor=1024,
+                          desc=archive.name, mininterval=1.0) as progress:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        progress.update(len(chunk))
+        except (OSError, urllib.error.URLError) as error:
+            raise UserError(f'could not download {url} ({error}). Fetch it another way, extract '
+                            f'it into {destination} and run again without --download') from None
+        print(f'extracting {archive.name} ...')
+        unpacked = Path(temporary) / 'unpacked'
+        try:
+            if archive.name.endswith('.zip'):
+                with zipfile.ZipFile(archive) as opened:
+                    opened.extractall(unpacked)
+            else:
+                with tarfile.open(archive) as opened:
+                    safe = {'filter': 'data'} if hasattr(tarfile, 'data_filter') else {}
+                    opened.extractall(unpacked, **safe)
+        except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
+            raise UserError(f'{url}: the downloaded archive does not extract ({error})') from None
+        archive.unlink()
+        moves = keep or {p.name: p.name for p in unpacked.iterdir()}
+        for inside, name in moves.items():
+            source, target = unpacked / inside, destination / name
+            if not source.exists():
+                raise UserError(f'{url}: the archive holds no {inside}')
+            if target.exists():
+                raise UserError(f'{target} is in the way of the download: remove it and run again')
+            os.replace(source, target)
+    print(f'{what} is in {destination}')
 
 
 # ---------------------------------------------------------------- decoding
 
-def read_clip(path, sample_rate, clip_samples):
-    """Decode one file to `clip_samples` float32 mono samples at `sample_rate`.
-    Raises ValueError with the reason when the file cannot be used."""
+def read_clip(path, sample_rate, clip_samples, offset=0.0):
+    """Decode `clip_samples` float32 mono samples at `sample_rate` from `path`, starting
+    `offset` seconds into the file. Raises ValueError with the reason when it cannot."""
     try:
-        samples, rate = soundfile.read(path, dtype='float32', always_2d=True)
+        with soundfile.SoundFile(path) as audio:
+            rate, length = audio.samplerate, audio.frames
+            start = int(round(offset * rate))
+            past_end = start > 0 and start >= length
+            if start and not past_end:
+                audio.seek(start)
+            # only what the clip needs, plus a margin wider than the resampling filter
+            # (identical samples to resampling the whole file)
+            frames = math.ceil(clip_samples * rate / sample_rate) + 64 * math.ceil(rate / sample_rate)
+            samples = None if past_end else audio.read(frames, dtype='float32', always_2d=True)
     except Exception as error:          # soundfile raises several types for broken files
         raise ValueError(f'unreadable audio ({error})') from None
+    if samples is None:
+        raise ValueError(f'offset {offset:g} s is past the end ({length / rate:.3f} s)')
     if samples.size == 0:
         raise ValueError('no samples')
     if not np.isfinite(samples).all():
         raise ValueError('NaN or infinite samples')
-    mono = torch.from_numpy(samples.mean(axis=1))
+    mono = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
     if rate != sample_rate:
-        mono = torchaudio.functional.resample(mono, rate, sample_rate)
+        mono = _resampler(rate, sample_rate)(mono)
     clip = torch.zeros(clip_samples)
     clip[:min(clip_samples, len(mono))] = mono[:clip_samples]
     return clip.numpy()
 
 
-def _fingerprint(name, listing_, sample_rate, clip_samples):
-    digest = hashlib.sha1(f'{CACHE_VERSION}|{name}|{sample_rate}|{clip_samples}'.encode())
-    for path, class_name, split in zip(listing_.paths, listing_.class_names, listing_.splits):
-        stat = os.stat(path)
-        digest.update(f'{path}|{class_name}|{split}|{stat.st_size}|{stat.st_mtime_ns}\n'.encode())
+@functools.lru_cache(maxsize=16)
+def _resampler(rate, sample_rate):
+    """torchaudio's resampling (the same samples as torchaudio.functional.resample), with
+    its filter kernel computed once per pair of rates rather than per clip."""
+    return torchaudio.transforms.Resample(rate, sample_rate)
+
+
+def _offsets(listing_):
+    return listing_.offsets if listing_.offsets is not None else [0.0] * len(listing_.paths)
+
+
+def _fingerprint(listing_, sample_rate, clip_samples):
+    """Identifies the audio of a cache: rate, length and each clip's file (name, size, time)
+    and offset. Classes and splits are not in it: they come from the listing at load time."""
+    digest = hashlib.sha1(f'{CACHE_VERSION}|{sample_rate}|{clip_samples}\n'.encode())
+    for path, offset in zip(listing_.paths, _offsets(listing_)):
+        try:
+            stat = os.stat(path)
+            size, modified = stat.st_size, stat.st_mtime_ns
+        except OSError:                 # a missing file: the build names it
+            size = modified = -1
+        digest.update(f'{path}|{offset!r}|{size}|{modified}\n'.encode())
     return digest.hexdigest()[:16]
 
 
-def build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files=False):
-    """Decode every clip into folder/waves.int16 and folder/index.json, atomically: the
-    folder appears only when complete."""
+def decode_workers():
+    """Threads that decode while building a cache (soundfile and torch release the GIL)."""
+    return max(1, min(8, (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                          else os.cpu_count() or 1)))
+
+
+def build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files=False, workers=None):
+    """Decode every clip into folder/waves.npy and folder/index.json, atomically: the
+    folder appears only when complete. Clips are decoded by a few threads, written in order
+    into the memory-mapped array (streaming: memory use does not grow with the dataset)."""
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
+    needed = len(listing_.paths) * clip_samples * 2
+    free = shutil.disk_usage(parent).free
+    if needed > free:
+        raise UserError(f'the waveform cache of {len(listing_.paths)} clips needs '
+                        f'{needed / 2**30:.1f} GiB but {parent} has {free / 2**30:.1f} GiB free; '
+                        f'point --cache_dir elsewhere')
     partial = Path(tempfile.mkdtemp(prefix=folder.name + '.partial-', dir=parent))
+    offsets = _offsets(listing_)
+
+    def decode(i):
+        try:
+            return read_clip(listing_.paths[i], sample_rate, clip_samples, offsets[i]), None
+        except ValueError as error:
+            return None, str(error)
+
+    workers = workers or decode_workers()
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # parallel over clips instead: much faster per clip
     try:
         waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
                                           shape=(len(listing_.paths), clip_samples))
         kept, skipped = [], []
-        for i, path in enumerate(tqdm(listing_.paths, desc=f'caching {folder.name}',
-                                      unit='clip', mininterval=1.0)):
-            try:
-                clip = read_clip(path, sample_rate, clip_samples)
-            except ValueError as error:
-                if not skip_bad_files:
-                    raise UserError(f'{path}: {error}. Remove or fix the file, or run with '
-                                    f'--skip_bad_files=True to skip such files.') from None
-                skipped.append(f'{path}: {error}')
-                continue
-            waves[len(kept)] = np.round(np.clip(clip, -1.0, 32767 / 32768) * 32768)
-            kept.append(i)
+        chunk = 16 * workers
+        with tqdm(total=len(listing_.paths), desc=f'caching {folder.name}', unit='clip',
+                  mininterval=1.0) as progress:
+            for first in range(0, len(listing_.paths), chunk):
+                numbers = range(first, min(first + chunk, len(listing_.paths)))
+                for i, (clip, error) in zip(numbers, pool.map(decode, numbers) if pool
+                                            else map(decode, numbers)):
+                    progress.update()
+                    if error is not None:
+                        where = listing_.paths[i] + (f' at {offsets[i]:g} s' if offsets[i] else '')
+                        if not skip_bad_files:
+                            raise UserError(f'{where}: {error}. Remove or fix the file, or run '
+                                            f'with --skip_bad_files=True to skip such files.')
+                        skipped.append(f'{where}: {error}')
+                        continue
+                    waves[len(kept)] = np.round(np.clip(clip, -1.0, 32767 / 32768) * 32768)
+                    kept.append(i)
         waves.flush()
         del waves
         index = {
-            'paths': [listing_.paths[i] for i in kept],
-            'class_names': [listing_.class_names[i] for i in kept],
-            'splits': [listing_.splits[i] for i in kept],
-            'classes': listing_.classes, 'count': len(kept), 'skipped': skipped,
+            'kept': kept, 'paths': [listing_.paths[i] for i in kept],
+            'offsets': [offsets[i] for i in kept], 'count': len(kept), 'skipped': skipped,
             'sample_rate': sample_rate, 'clip_samples': clip_samples,
         }
         (partial / 'index.json').write_text(json.dumps(index))
@@ -228,17 +639,28 @@ def build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files=Fals
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    finally:
+        torch.set_num_threads(torch_threads)
+        if pool:
+            pool.shutdown(cancel_futures=True)
 
 
 def load(name, data_root='data', cache_dir='~/.cache/clar', sample_rate=16000,
-         clip_seconds=0.0, download=False, skip_bad_files=False, seed=0):
-    """The dataset `name` as AudioData, decoding into the cache on first use."""
-    listing_ = listing(name, data_root, cache_dir, download, seed)
+         clip_seconds=0.0, download=False, skip_bad_files=False, seed=0,
+         nsynth_label='instrument_family', test_fold=5):
+    """The dataset `name` as AudioData, decoding into the cache on first use. One process
+    builds a given cache while others (several ranks, several runs) wait for it."""
+    listing_ = listing(name, data_root, cache_dir, download, seed, nsynth_label, test_fold)
     clip_samples = int(round((clip_seconds or listing_.clip_seconds) * sample_rate))
-    key = _fingerprint(name, listing_, sample_rate, clip_samples)
+    key = _fingerprint(listing_, sample_rate, clip_samples)
     folder = Path(cache_dir).expanduser() / 'waveforms' / f'{name}-{sample_rate}-{clip_samples}-{key}'
     if not (folder / 'index.json').exists():
-        build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f'{folder.name}.lock', 'w') as lock:
+            if fcntl:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / 'index.json').exists():
+                build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files)
     index = json.loads((folder / 'index.json').read_text())
     if index['skipped'] and not skip_bad_files:
         raise UserError(f'the cached {name} dataset skipped {len(index["skipped"])} bad files '
@@ -246,12 +668,14 @@ def load(name, data_root='data', cache_dir='~/.cache/clar', sample_rate=16000,
     if index['skipped']:
         print(f'skipped {len(index["skipped"])} bad audio files (listed in {folder}/index.json)')
     waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
-    class_to_label = {c: i for i, c in enumerate(index['classes'])}
-    labels = np.array([class_to_label[c] for c in index['class_names']], dtype=np.int64)
-    split_of = np.array(index['splits'])
+    kept = np.asarray(index['kept'], dtype=np.int64)
+    class_to_label = {c: i for i, c in enumerate(listing_.classes)}
+    labels = np.array([class_to_label[listing_.class_names[i]] for i in kept], dtype=np.int64)
+    split_of = np.array([listing_.splits[i] for i in kept])
     splits = {s: np.flatnonzero(split_of == s) for s in SPLITS}
-    return AudioData(name, index['classes'], sample_rate, clip_samples, waves, labels, splits,
-                     index['paths'], index['skipped'])
+    return AudioData(name, list(listing_.classes), sample_rate, clip_samples, waves, labels,
+                     splits, index['paths'], index['skipped'],
+                     index['offsets'] if listing_.offsets is not None else None)
 
 
 def labelled_subset(labels, train_indices, fraction, seed=0):
@@ -267,3 +691,41 @@ def labelled_subset(labels, train_indices, fraction, seed=0):
         count = len(members) if fraction == 1 else max(1, int(round(fraction * len(members))))
         chosen.append(rng.permutation(members)[:count])
     return np.sort(np.concatenate(chosen))
+
+
+# ---------------------------------------------------------------- cross-validation
+
+def fold_summary(run_dirs, metric='test_accuracy'):
+    r"""Mean and standard deviation of `metric` over the runs of a k-fold cross-validation
+    (each run_dir with results.json, and config.json naming its test_fold):
+    {'metric', 'mean', 'std' (sample, n-1; 0 for one run), 'folds' (n), 'per_fold' {fold: value}}.
+
+        for k in 1 2 3 4 5; do python train.py --dataset=esc10 --data_root=data/ESC-50-master \
+            --test_fold=$k --run_name=esc10-clar-fold$k || break; done
+        python -c "import dataset, json; print(json.dumps(dataset.fold_summary(
+            [f'runs/esc10-clar-fold{k}' for k in range(1, 6)]), indent=2))"
+    """
+    per_fold = {}
+    for run_dir in map(Path, run_dirs):
+        results_file = run_dir / 'results.json'
+        if not results_file.exists():
+            raise UserError(f'{run_dir} has no results.json: did that run finish?')
+        results = json.loads(results_file.read_text())
+        if metric not in results:
+            raise UserError(f'{results_file} has no {metric}')
+        config_file = run_dir / 'config.json'
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+        fold = config.get('test_fold', results.get('test_fold'))
+        if fold is None:
+            raise UserError(f'{run_dir}: no test_fold in config.json or results.json')
+        if fold in per_fold:
+            raise UserError(f'two runs tested fold {fold} (one is {run_dir})')
+        if config.get('dataset') not in (None, 'esc50', 'esc10'):
+            print(f'note: {run_dir} is a {config["dataset"]} run, whose splits ignore test_fold')
+        per_fold[fold] = float(results[metric])
+    if not per_fold:
+        raise UserError('fold_summary needs at least one run directory')
+    values = np.array(list(per_fold.values()))
+    return {'metric': metric, 'mean': float(values.mean()),
+            'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            'folds': len(values), 'per_fold': dict(sorted(per_fold.items()))}

@@ -1,5 +1,7 @@
 """Fixtures: tiny datasets written in the real on-disk layouts, with easily separable
 classes (each class is a tone of its own pitch), so short runs learn them."""
+import csv
+import json
 import sys
 from pathlib import Path
 
@@ -76,3 +78,124 @@ def cache_dir(tmp_path):
 @pytest.fixture
 def speechcommands(tmp_path):
     return write_speechcommands(tmp_path / 'speech_commands_v0.02')
+
+
+def _seconds_of(clip, seconds, sample_rate):
+    """`clip` zero-padded or cropped to exactly `seconds`."""
+    length = int(round(seconds * sample_rate))
+    return np.pad(clip, (0, max(0, length - len(clip))))[:length]
+
+
+NSYNTH_FAMILIES = ('bass', 'brass', 'flute', 'guitar', 'keyboard', 'mallet', 'organ', 'reed',
+                   'string', 'synth_lead', 'vocal')
+
+
+def write_nsynth(root, notes=None, seed=0):
+    """The NSynth layout: nsynth-{train,valid,test}/examples.json (note_str -> attributes)
+    and audio/<note_str>.wav, 4-s 16 kHz notes. `notes` maps each folder to
+    (instrument_family, instrument number, pitch) triples."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    notes = notes or {'nsynth-train': [(0, 1, 40), (0, 2, 45), (3, 0, 60), (3, 4, 64),
+                                       (10, 3, 72), (10, 5, 100)],
+                      'nsynth-valid': [(0, 6, 9), (3, 7, 60), (10, 8, 72)],
+                      'nsynth-test': [(0, 9, 40), (3, 10, 21), (10, 11, 72)]}
+    for folder, triples in notes.items():
+        (root / folder / 'audio').mkdir(parents=True, exist_ok=True)
+        examples = {}
+        for family, number, pitch in triples:
+            family_name = NSYNTH_FAMILIES[family]
+            instrument = f'{family_name}_acoustic_{number:03d}'
+            note = f'{instrument}-{pitch:03d}-100'
+            examples[note] = {
+                'note': int(rng.integers(0, 300000)), 'note_str': note,
+                'instrument': number, 'instrument_str': instrument,
+                'instrument_family': family, 'instrument_family_str': family_name,
+                'instrument_source': 0, 'instrument_source_str': 'acoustic',
+                'pitch': pitch, 'velocity': 100, 'sample_rate': 16000,
+                'qualities': [0] * 10, 'qualities_str': []}
+            clip = _seconds_of(tone_clip(family, rng, 16000, seconds=3.8), 4.0, 16000)
+            soundfile.write(root / folder / 'audio' / f'{note}.wav', clip, 16000, subtype='PCM_16')
+        (root / folder / 'examples.json').write_text(json.dumps(examples, indent=4))
+    return root
+
+
+ESC50_COLUMNS = ('filename', 'fold', 'target', 'category', 'esc10', 'src_file', 'take')
+
+
+def write_esc50(root, categories=(('dog', 0, True), ('rooster', 1, True), ('rain', 10, True),
+                                  ('airplane', 47, False)), per_fold=1, seed=0):
+    """The ESC-50 release layout: audio/{fold}-{source id}-{take}-{target}.wav (5 s, 44.1 kHz)
+    and meta/esc50.csv. Clips of one source recording share a fold; the first category's
+    fold-1 source gives two takes (A and B)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / 'audio').mkdir(parents=True, exist_ok=True)
+    (root / 'meta').mkdir(parents=True, exist_ok=True)
+    rows = []
+    for c, (category, target, esc10) in enumerate(categories):
+        for fold in range(1, 6):
+            for n in range(per_fold):
+                source = 100000 + 1000 * target + 10 * fold + n
+                takes = 'AB' if (c, fold, n) == (0, 1, 0) else 'A'
+                for take in takes:
+                    name = f'{fold}-{source}-{take}-{target}.wav'
+                    clip = _seconds_of(tone_clip(c, rng, 44100, seconds=4.6), 5.0, 44100)
+                    soundfile.write(root / 'audio' / name, clip, 44100, subtype='PCM_16')
+                    rows.append((name, fold, target, category, esc10, source, take))
+    with open(root / 'meta' / 'esc50.csv', 'w', newline='') as table:
+        writer = csv.writer(table)
+        writer.writerow(ESC50_COLUMNS)
+        writer.writerows(sorted(rows))
+    return root
+
+
+def write_esc10_standalone(root, classes=('001 - Dog bark', '002 - Rain', '010 - Fire crackling'),
+                           seed=0):
+    """The stand-alone ESC-10 release layout: 'NNN - Class name'/{fold}-{freesound id}-{take}.ogg,
+    Vorbis at 44.1 kHz, one clip per class and fold; the first class's fold-1 clip lasts
+    3.6 s and its fold-2 clip 7.2 s (the real release has a few such)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for c, folder in enumerate(classes):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for fold in range(1, 6):
+            seconds = {(0, 1): 3.6, (0, 2): 7.2}.get((c, fold), 5.0)
+            clip = _seconds_of(tone_clip(c, rng, 44100, seconds=max(seconds, 5.0) - 0.2),
+                               seconds, 44100)
+            soundfile.write(root / folder / f'{fold}-{20000 + 100 * c + fold}-A.ogg', clip,
+                            44100, format='OGG', subtype='VORBIS')
+    (root / 'README.md').write_text('fixture\n')
+    return root
+
+
+def write_fsdd(root, digits=range(10), speakers=('jackson', 'theo'), takes=(0, 4, 5, 9, 10, 49),
+               seed=0):
+    """The Free Spoken Digit Dataset layout: recordings/{digit}_{speaker}_{take}.wav, 8 kHz,
+    mostly under 1 s; 0_jackson_10.wav lasts 1.3 s."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / 'recordings').mkdir(parents=True, exist_ok=True)
+    for digit in digits:
+        for speaker in speakers:
+            for take in takes:
+                seconds = 1.1 if (digit, speaker, take) == (0, 'jackson', 10) else 0.3
+                clip = tone_clip(digit, rng, 8000, seconds=seconds)
+                soundfile.write(root / 'recordings' / f'{digit}_{speaker}_{take}.wav', clip, 8000,
+                                subtype='PCM_16')
+    return root / 'recordings'
+
+
+def write_background_noise(root, files=(('running_tap.wav', 10.0, 16000),
+                                        ('dude_miaowing.wav', 10.5, 22050)), seed=0):
+    """More Speech Commands _background_noise_ recordings (name, seconds, rate), as the
+    12-class set cuts its silence clips from them, plus the folder's README."""
+    folder = Path(root) / '_background_noise_'
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, seconds, rate in files:
+        length = int(seconds * rate)
+        ramp = np.linspace(-0.5, 0.5, length)        # every second sounds different
+        soundfile.write(folder / name, ramp + rng.normal(0, 0.05, length), rate, subtype='PCM_16')
+    (folder / 'README.md').write_text('fixture\n')
+    return folder
