@@ -40,11 +40,30 @@ channels_last = True          # channels-last memory layout for the 2D encoder (
 dtype = 'auto'                # autocast: auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
 # augmentation: applied on the device, parameters drawn per clip and per view
 augmentations = 'fade,time_mask'  # comma-separated names (augmentation.NAMES); '' = none
-fade_p = 1.0                  # probability that a clip gets a fade in/out
-fade_max = 0.5                # each fade lasts up to this fraction of the clip
-time_mask_p = 1.0             # probability that a clip gets a time mask
+fade_max = 0.5                # fade in and fade out each last up to this fraction of the clip
 time_mask_max = 0.125         # the masked segment lasts up to this fraction of the clip
-time_mask_fill = 'noise'      # noise (low-level Gaussian) | zero
+time_mask_fill = 'noise'      # noise (low-level Gaussian) | zero | a number
+time_mask_noise_db = -30.0    # level of the noise fill relative to the clip's RMS, in dB
+time_shift_max = 0.5          # circular shift by up to this fraction of the clip, either way
+pitch_shift_min = -15.0       # pitch_shift: semitones drawn uniformly from [min, max]
+pitch_shift_max = 15.0        # (pitch_shift_low: |n| <= 5; pitch_shift_high: 5 < |n| <= 15)
+time_stretch_min = 0.5        # time_stretch: rate drawn from [min, max], > 1 is faster
+time_stretch_max = 1.5        # (time_stretch_low: 0.5-1.0; time_stretch_high: 1.0-1.5)
+noise_snr_min = 0.0           # added noise: signal-to-noise ratio drawn from [min, max] dB
+noise_snr_max = 20.0          #
+fade_p = 1.0                  # probability that a clip gets each augmentation named in augmentations
+time_mask_p = 1.0             #
+time_shift_p = 1.0            #
+pitch_shift_p = 1.0           #
+pitch_shift_low_p = 1.0       #
+pitch_shift_high_p = 1.0      #
+time_stretch_p = 1.0          #
+time_stretch_low_p = 1.0      #
+time_stretch_high_p = 1.0     #
+white_noise_p = 1.0           #
+pink_noise_p = 1.0            #
+brown_noise_p = 1.0           #
+mixed_noise_p = 1.0           #
 # run
 seed = 0                      # model initialisation, batch order and augmentation draws
 device = 'auto'               # auto (CUDA when present) | cpu | cuda | cuda:N

@@ -52,3 +52,9 @@ def test_help_lists_every_option_with_default_and_comment():
     assert result.returncode == 0
     assert '--label_fraction=1.0  # fraction of training clips' in result.stdout
     assert '--ce_weight=1.0  # weight of the cross-entropy term' in result.stdout
+
+
+def test_every_augmentation_setting_is_an_option_with_the_same_default():
+    import augmentation
+    shared = config.defaults_of(vars(config))
+    assert {k: shared.get(k) for k in augmentation.DEFAULTS} == augmentation.DEFAULTS
