@@ -544,14 +544,14 @@ def read_clip(path, sample_rate, clip_samples, offset=0.0):
         raise ValueError('NaN or infinite samples')
     mono = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
     if rate != sample_rate:
-        mono = _resampler(rate, sample_rate)(mono)
+        mono = resampler(rate, sample_rate)(mono)
     clip = torch.zeros(clip_samples)
     clip[:min(clip_samples, len(mono))] = mono[:clip_samples]
     return clip.numpy()
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(rate, sample_rate):
+def resampler(rate, sample_rate):
     """torchaudio's resampling (the same samples as torchaudio.functional.resample), with
     its filter kernel computed once per pair of rates rather than per clip."""
     return torchaudio.transforms.Resample(rate, sample_rate)

@@ -347,7 +347,8 @@ class Trainer:
                 'best_val_accuracy': self.best_val, 'clips_seen': self.clips_seen,
                 'train_seconds': self.train_seconds, 'epoch_seconds': self.epoch_seconds,
                 'rng': rng_states(self.augment_generator),
-                'config': self.cfg, 'regime': self.regime, 'classes': self.data.classes}
+                'config': self.cfg, 'regime': self.regime, 'classes': self.data.classes,
+                'clip_samples': self.data.clip_samples}
 
     def save(self, name):
         if self.main:

@@ -106,27 +106,36 @@ def fit_mlp(features, labels, num_classes, weight_decay, epochs=100, batch_size=
     return probe.eval()
 
 
+def probe_predictions(features, labels, num_classes, kind='linear'):
+    """Fit a probe (linear, or the MLP) on features['train'] standardised with their own
+    statistics, choose its weight decay on features['val'], and predict every split given.
+    Returns ({split: predicted labels}, chosen weight decay)."""
+    fit = fit_linear if kind == 'linear' else fit_mlp
+    mean, std = features['train'].mean(0), features['train'].std(0, unbiased=False) + 1e-6
+    scaled = {s: (f - mean) / std for s, f in features.items()}
+    best = None
+    for weight_decay in PROBE_WEIGHT_DECAYS:
+        probe = fit(scaled['train'], labels['train'], num_classes, weight_decay)
+        with torch.no_grad():
+            accuracy = (probe(scaled['val']).argmax(1) == labels['val']).float().mean().item()
+        if best is None or accuracy > best[0]:
+            best = (accuracy, weight_decay, probe)
+    _, weight_decay, probe = best
+    with torch.no_grad():
+        return {s: probe(f).argmax(1) for s, f in scaled.items()}, weight_decay
+
+
 def linear_probe(model, data, train_indices, device, amp_dtype, kind='linear'):
     """Fit a probe (linear, or the MLP) on frozen features of `train_indices` (the labelled
     clips), choose its weight decay on validation, report validation and test accuracy."""
     split = {'train': np.sort(train_indices), 'val': data.splits['val'], 'test': data.splits['test']}
-    feats = {s: _outputs(model, data, i, device, amp_dtype)[1] for s, i in split.items() if len(i)}
+    split = {s: i for s, i in split.items() if len(i)}
+    features = {s: _outputs(model, data, i, device, amp_dtype)[1] for s, i in split.items()}
     labels = {s: torch.from_numpy(data.labels[i]) for s, i in split.items()}
-    mean, std = feats['train'].mean(0), feats['train'].std(0, unbiased=False) + 1e-6
-    feats = {s: (f - mean) / std for s, f in feats.items()}
-    best = None
-    for weight_decay in PROBE_WEIGHT_DECAYS:
-        fit = fit_linear if kind == 'linear' else fit_mlp
-        layer = fit(feats['train'], labels['train'], len(data.classes), weight_decay)
-        with torch.no_grad():
-            val = _summary(layer(feats['val']).argmax(1), labels['val'], data.classes)
-        if best is None or val['accuracy'] > best[1]['accuracy']:
-            best = (weight_decay, val, layer)
-    weight_decay, val, layer = best
-    test = {'accuracy': 0.0, 'per_class': {}}
-    if 'test' in feats:
-        with torch.no_grad():
-            test = _summary(layer(feats['test']).argmax(1), labels['test'], data.classes)
+    predictions, weight_decay = probe_predictions(features, labels, len(data.classes), kind)
+    val = _summary(predictions['val'], labels['val'], data.classes)
+    test = (_summary(predictions['test'], labels['test'], data.classes) if 'test' in predictions
+            else {'accuracy': 0.0, 'per_class': {}})
     return {'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
             'per_class_test_accuracy': test['per_class'], 'weight_decay': weight_decay}
 

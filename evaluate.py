@@ -1,0 +1,250 @@
+"""Evaluate a trained run on its dataset's validation and test splits, without augmentation.
+
+    python evaluate.py runs/clar-sc09-0.1-20250101-120000
+    python evaluate.py runs/x/checkpoint_last.pt --split=test --device=cpu
+    python evaluate.py runs/x --data_root=/data/speech_commands_v0.02 --out=eval/x
+
+Loads the checkpoint (a run directory means its checkpoint_best.pt), reloads the dataset
+from the run's saved configuration (--data_root and --cache_dir override where it lives),
+and prints each split's accuracy and per-class accuracy. It writes into the run directory
+(or --out):
+  evaluation.json              accuracies, per-class accuracies, which classifier, clips
+  confusion_<split>.json       {classes, matrix}: matrix[true][predicted] = clips
+  confusion_<split>.png
+(prefixed with the checkpoint's name, e.g. checkpoint_last-evaluation.json, for a
+checkpoint other than checkpoint_best.pt).
+
+--classifier: head (the model's own classification head; for a self-supervised run that
+is its online linear probe), probe (the run's probe, linear or --probe=mlp, fitted on the
+frozen features of its labelled training clips, weight decay chosen on validation: the
+number results.json has as probe_test_accuracy), or auto (probe for self-supervised runs, head
+otherwise: the number results.json reports as test_accuracy).
+"""
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import config as config_module
+import dataset
+import engine
+import evaluation
+import model as model_module
+from config import UserError
+
+DEFAULTS = {'split': 'val,test', 'device': 'auto', 'data_root': '', 'cache_dir': '',
+            'out': '', 'classifier': 'auto', 'batch_size': 256}
+SPLITS = ('train', 'val', 'test')
+
+
+def checkpoint_path(path):
+    """The checkpoint file a path names: the file itself, or a run directory's
+    checkpoint_best.pt. UserError when there is none."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f'{path}: no such file or directory (give a run directory or a '
+                        f'checkpoint .pt file)')
+    if path.is_dir():
+        best = path / 'checkpoint_best.pt'
+        if not best.exists():
+            found = sorted(p.name for p in path.glob('*.pt'))
+            raise UserError(f'{path}: no checkpoint_best.pt in this folder'
+                            + (f' (it has {", ".join(found)}: give one of them)' if found else
+                               ' (is it a run directory? a run writes it after its first epoch)'))
+        return best
+    return path
+
+
+def load(path, device='cpu'):
+    """(model in eval mode, checkpoint dict, checkpoint file) for a run dir or .pt file."""
+    file = checkpoint_path(path)
+    try:
+        model, checkpoint = model_module.load_checkpoint(file, device)
+    except Exception as error:          # torch.load and a foreign file: many types
+        raise UserError(f'{file}: cannot load it as a checkpoint of this project '
+                        f'({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""})') from None
+    return model, checkpoint, file
+
+
+def load_data(cfg, data_root='', cache_dir=''):
+    """The run's dataset, as its configuration loaded it (download never)."""
+    return dataset.load(cfg['dataset'], data_root or cfg['data_root'], cache_dir or cfg['cache_dir'],
+                        cfg['sample_rate'], cfg['clip_seconds'], False,
+                        cfg.get('skip_bad_files', False), cfg.get('label_seed', 0),
+                        **engine.dataset_options(cfg))
+
+
+@torch.no_grad()
+def outputs(model, data, indices, device, amp_dtype=torch.float32, batch_size=256):
+    """Logits and features h of the clips `indices` (sorted), unaugmented, eval mode."""
+    model.eval()
+    logits, features = [], []
+    for start in range(0, len(indices), batch_size):
+        waves, _, _ = data.batch(indices[start:start + batch_size], device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            out = model(waves)
+        logits.append(out['logits'].float().cpu())
+        features.append(out['h'].float().cpu())
+    return torch.cat(logits), torch.cat(features)
+
+
+def confusion(predictions, labels, num_classes):
+    """matrix[true][predicted] = number of clips."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def summarise(matrix, classes):
+    total = matrix.sum()
+    per_class = {name: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
+                 for i, name in enumerate(classes)}
+    return {'accuracy': float(np.trace(matrix) / total) if total else 0.0,
+            'clips': int(total), 'per_class_accuracy': per_class}
+
+
+def plot_confusion(matrix, classes, title, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    size = max(4.0, 0.45 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    rows = matrix.sum(1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    image = axis.imshow(shares, cmap='Blues', vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, fraction=0.046, label='share of the true class')
+    axis.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 6 else 0, fontsize=8)
+    axis.set_yticks(range(len(classes)), classes, fontsize=8)
+    axis.set_xlabel('predicted')
+    axis.set_ylabel('true')
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if matrix[i, j]:
+                    axis.text(j, i, str(matrix[i, j]), ha='center', va='center', fontsize=7,
+                              color='white' if shares[i, j] > 0.5 else 'black')
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_dir='',
+             out='', classifier='auto', batch_size=256, verbose=True):
+    """Evaluate a run directory or checkpoint; write evaluation.json and the confusion
+    matrices; return the evaluation dict."""
+    say = print if verbose else (lambda *a, **k: None)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise UserError(f'--split: unknown split {unknown[0] if unknown else "(none)"}; '
+                        f'valid: {", ".join(SPLITS)}, comma-separated')
+    if classifier not in ('auto', 'head', 'probe'):
+        raise UserError(f'--classifier={classifier}; valid: auto, head, probe')
+    device = engine.resolve_device(device)
+    model, checkpoint, file = load(path, device)
+    cfg, regime = checkpoint['config'], checkpoint['regime']
+    if classifier == 'auto':
+        classifier = 'probe' if regime == 'selfsupervised' else 'head'
+    data = load_data(cfg, data_root, cache_dir)
+    if list(data.classes) != list(checkpoint['classes']):
+        raise UserError(f'the dataset\'s classes ({", ".join(data.classes[:5])}...) are not the '
+                        f'ones this model was trained on ({", ".join(checkpoint["classes"][:5])}...): '
+                        f'is --data_root the same dataset?')
+    amp_dtype = engine.autocast_dtype(cfg, device)
+    wanted = {s: np.sort(data.splits[s]) for s in splits}
+    empty = [s for s, i in wanted.items() if len(i) == 0]
+    if empty:
+        raise UserError(f'the {cfg["dataset"]} dataset has no {empty[0]} clips')
+    needed = dict(wanted)
+    weight_decay = None
+    if classifier == 'probe':
+        labelled = dataset.labelled_subset(data.labels, data.splits['train'],
+                                           cfg['label_fraction'], cfg.get('label_seed', 0))
+        needed = {**wanted, 'train': labelled, 'val': np.sort(data.splits['val'])}
+    results = {s: outputs(model, data, i, device, amp_dtype, batch_size) for s, i in needed.items()}
+    labels = {s: torch.from_numpy(data.labels[i]) for s, i in needed.items()}
+    if classifier == 'probe':
+        kind = cfg.get('probe', 'linear')
+        predictions, weight_decay = evaluation.probe_predictions(
+            {s: r[1] for s, r in results.items()}, labels, len(data.classes), kind)
+        name = ('linear classifier' if kind == 'linear' else
+                'MLP probe (hidden 512, dropout 0.2)')
+        source = (f'{name} on frozen {results["val"][1].shape[1]}-d features, trained on '
+                  f'the {len(needed["train"])} labelled clips (weight decay {weight_decay:g}, '
+                  f'chosen on validation)')
+    else:
+        predictions = {s: r[0].argmax(1) for s, r in results.items()}
+        source = ('online linear probe (stop-gradient, trained with the encoder)'
+                  if regime == 'selfsupervised' else 'model classification head')
+    out_dir = Path(out).expanduser() if out else file.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix = '' if file.name == 'checkpoint_best.pt' else f'{file.stem}-'
+    report = {'checkpoint': str(file), 'regime': regime, 'dataset': cfg['dataset'],
+              'epoch': checkpoint.get('epoch'), 'classifier': classifier,
+              'accuracy_from': source, 'classes': list(data.classes), 'splits': {}}
+    say(f'{file}: {regime} on {cfg["dataset"]}, epoch {checkpoint.get("epoch")}; '
+        f'accuracy from the {source}')
+    for split in splits:
+        matrix = confusion(predictions[split].numpy(), labels[split].numpy(), len(data.classes))
+        summary = summarise(matrix, data.classes)
+        report['splits'][split] = summary
+        report[f'{split}_accuracy'] = summary['accuracy']
+        say(f'{split} accuracy {summary["accuracy"]:.4f} ({summary["clips"]} clips)')
+        say('  per class: ' + ', '.join(f'{c} {a:.3f}' if a is not None else f'{c} -'
+                                         for c, a in summary['per_class_accuracy'].items()))
+        base = out_dir / f'{prefix}confusion_{split}'
+        Path(f'{base}.json').write_text(json.dumps(
+            {'split': split, 'classes': list(data.classes), 'rows': 'true class',
+             'columns': 'predicted class', 'matrix': matrix.tolist(), 'accuracy_from': source,
+             'accuracy': summary['accuracy']}, indent=1) + '\n')
+        plot_confusion(matrix, list(data.classes),
+                       f'{cfg["dataset"]} {split}: accuracy {summary["accuracy"]:.3f}\n{regime}, '
+                       f'{classifier}', f'{base}.png')
+    saved = None
+    results_file = file.parent / 'results.json'
+    if file.name == 'checkpoint_best.pt' and results_file.exists() and 'test' in splits:
+        saved = json.loads(results_file.read_text())
+        key = ('test_accuracy' if (classifier == 'probe') == (regime == 'selfsupervised')
+               else 'probe_test_accuracy' if classifier == 'probe' else 'head_test_accuracy')
+        if key in saved:
+            report['results_json'] = {key: saved[key]}
+            say(f'results.json {key}: {saved[key]:.4f}')
+    path_json = out_dir / f'{prefix}evaluation.json'
+    path_json.write_text(json.dumps(report, indent=1) + '\n')
+    say(f'wrote {path_json} and {prefix}confusion_{{{",".join(splits)}}}.json/.png in {out_dir}')
+    return report
+
+
+def parse_command_line(argv):
+    if not argv or any(a in ('-h', '--help') for a in argv):
+        print(__doc__)
+        sys.exit(0)
+    positional = [a for a in argv if not a.startswith('--')]
+    if len(positional) != 1:
+        raise UserError('usage: python evaluate.py <checkpoint or run directory> '
+                        '[--split=val,test] [--device=auto] [--data_root=..] [--cache_dir=..] '
+                        '[--out=dir] [--classifier=auto|head|probe]')
+    options = dict(DEFAULTS)
+    for argument in argv:
+        if argument.startswith('--'):
+            match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
+            if not match or match.group(1) not in DEFAULTS:
+                raise UserError(f'unknown argument {argument!r}; options: '
+                                f'{", ".join("--" + n for n in DEFAULTS)}')
+            name, text = match.groups()
+            options[name] = config_module.parse_value(name, text, DEFAULTS[name])
+    return positional[0], options
+
+
+def main(argv=None):
+    path, options = parse_command_line(sys.argv[1:] if argv is None else argv)
+    splits = tuple(s.strip() for s in options.pop('split').split(',') if s.strip())
+    evaluate(path, splits, **options)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(config_module.exit_on_user_error(main))

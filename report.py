@@ -1,0 +1,405 @@
+"""Collect finished runs into the paper's table and figures.
+
+    python report.py runs/sweeps/quick                     # table printed, figures in img/
+    python report.py runs --out=img --table=results.md     # every results.json under runs/
+
+Reads every results.json under the folder (recursively), with the config.json and
+metrics.jsonl beside it, and writes:
+  - a markdown table, rows regime x dataset (x the settings that differ between runs of one
+    regime and dataset, e.g. augmentations or encoder), columns label fractions; each cell
+    is test accuracy / linear-probe test accuracy in %, mean +- standard deviation over
+    seeds (and ESC test folds);
+  - <out>/label_efficiency.png: test accuracy against label fraction, a line per regime,
+    a panel per dataset;
+  - <out>/convergence.png: validation accuracy per epoch (metrics.jsonl), CLAR against
+    self-supervised;
+  - <out>/augmentation_ablation.png: linear-probe test accuracy per augmentation set.
+A figure without the runs it needs is skipped with a note.
+"""
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import config as config_module
+from config import UserError
+
+DEFAULTS = {'out': 'img', 'table': ''}
+REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
+# runs differing only in these are the same experiment (replicates, or bookkeeping)
+REPLICATES = ('seed', 'test_fold')
+BOOKKEEPING = ('regime', 'dataset', 'label_fraction', 'run_name', 'out_dir', 'resume',
+               'init_from', 'data_root', 'cache_dir', 'device', 'wandb', 'log_every',
+               'stop_after_epochs', 'stop_after_steps', 'compile', 'download',
+               'skip_bad_files', 'checkpoint_every', 'max_nonfinite_steps')
+DEFAULT_PAIR = 'fade,time_mask'
+
+
+# ---------------------------------------------------------------- collecting
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def short_source(text):
+    """test_accuracy_from in a few words."""
+    text = text or ''
+    if 'online' in text:
+        return 'online probe'
+    if 'head' in text:
+        return 'head'
+    if 'linear classifier' in text or 'linear probe' in text:
+        return 'linear probe'
+    if 'mlp' in text.lower():
+        return 'MLP probe'
+    return text or '?'
+
+
+def regime_of(results, cfg):
+    """The regime as the comparisons name it: a supervised run initialised from another
+    run's encoder is 'finetune'."""
+    regime = results.get('regime') or cfg.get('regime') or '?'
+    if cfg.get('init_from'):
+        return 'finetune' if regime == 'supervised' else f'{regime}+init'
+    return regime
+
+
+def collect(runs_dir):
+    """One record per results.json under `runs_dir`."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(f'{runs_dir}: no such folder')
+    records = []
+    for path in sorted(runs_dir.rglob('results.json')):
+        results = _read_json(path)
+        if not isinstance(results, dict) or 'test_accuracy' not in results:
+            print(f'note: {path} is not a results.json of a finished run; ignored')
+            continue
+        cfg = _read_json(path.parent / 'config.json') or {}
+        settings = {k: v for k, v in cfg.items() if k not in BOOKKEEPING and k not in REPLICATES}
+        settings.setdefault('encoder', config_module.encoder)
+        settings.setdefault('augmentations', config_module.augmentations)
+        records.append({
+            'run_dir': path.parent, 'results': results, 'config': cfg,
+            'regime': regime_of(results, cfg),
+            'dataset': results.get('dataset') or cfg.get('dataset', '?'),
+            'fraction': float(results.get('label_fraction', cfg.get('label_fraction', 1.0))),
+            'seed': results.get('seed', cfg.get('seed')),
+            'test': float(results['test_accuracy']),
+            'probe': (float(results['probe_test_accuracy'])
+                      if results.get('probe_test_accuracy') is not None else None),
+            'source': short_source(results.get('test_accuracy_from')),
+            'settings': settings})
+    _set_variants(records)
+    return records
+
+
+def _set_variants(records):
+    """record['variant']: the settings that differ between runs of one regime and dataset
+    (the union over all such groups), as ((name, value), ...)."""
+    groups = {}
+    for record in records:
+        groups.setdefault((record['regime'], record['dataset']), []).append(record)
+    varying = set()
+    for members in groups.values():
+        names = set().union(*(m['settings'] for m in members))
+        for name in names:
+            values = {json.dumps(m['settings'].get(name), sort_keys=True) for m in members}
+            if len(values) > 1:
+                varying.add(name)
+    order = sorted(varying, key=lambda n: (n not in ('augmentations', 'encoder'), n))
+    for record in records:
+        record['variant'] = tuple((name, record['settings'].get(name)) for name in order)
+    return order
+
+
+def _format_value(name, value):
+    if value is None:
+        return '-'
+    if name == 'augmentations':
+        return '+'.join(n.strip() for n in str(value).split(',') if n.strip()) or 'none'
+    if isinstance(value, float):
+        return f'{value:g}'
+    return str(value)
+
+
+def variant_text(variant, with_names=True):
+    return ', '.join((f'{n}={_format_value(n, v)}' if with_names and n not in
+                      ('augmentations', 'encoder') else _format_value(n, v)) for n, v in variant)
+
+
+def _row_key(record):
+    regime = record['regime']
+    rank = REGIME_ORDER.index(regime) if regime in REGIME_ORDER else len(REGIME_ORDER)
+    return (record['dataset'], rank, regime, json.dumps(record['variant'], default=str))
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None, None, 0
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else None, len(array)
+
+
+def _percent(mean, std):
+    if mean is None:
+        return '-'
+    return f'{100 * mean:.1f}' + (f' ± {100 * std:.1f}' if std is not None else '')
+
+
+# ---------------------------------------------------------------- the table
+
+def rows(records):
+    """{(dataset, regime, variant): {fraction: [records]}} in the table's order."""
+    table = {}
+    for record in sorted(records, key=_row_key):
+        key = (record['dataset'], record['regime'], record['variant'])
+        table.setdefault(key, {}).setdefault(record['fraction'], []).append(record)
+    return table
+
+
+def markdown_table(records):
+    """The paper's layout: rows regime x dataset (x varying settings), columns label fractions."""
+    if not records:
+        return 'no finished runs (results.json) found\n'
+    table = rows(records)
+    fractions = sorted({r['fraction'] for r in records}, reverse=True)
+    variant_names = [name for name, _ in records[0]['variant']]
+    header = ['dataset', 'regime', *variant_names, 'test accuracy from', 'runs',
+              *(f'{100 * f:g} % labels' for f in fractions)]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for (dataset, regime, variant), cells in table.items():
+        members = [r for group in cells.values() for r in group]
+        sources = sorted({r['source'] for r in members})
+        counts = sorted({len(group) for group in cells.values()})
+        entries = []
+        for fraction in fractions:
+            group = cells.get(fraction, [])
+            test = mean_std([r['test'] for r in group])
+            probe = mean_std([r['probe'] for r in group])
+            entries.append('' if not group else f'{_percent(*test[:2])} / {_percent(*probe[:2])}')
+        lines.append('| ' + ' | '.join([
+            dataset, regime, *(_format_value(n, v) for n, v in variant), ', '.join(sources),
+            '-'.join(map(str, (counts[0], counts[-1]) if len(counts) > 1 else counts)),
+            *entries]) + ' |')
+    explanation = (
+        'Test accuracy in %, each cell **test_accuracy / probe_test_accuracy**, mean ± sample '
+        'standard deviation over seeds (and ESC test folds; "runs" = how many per cell). '
+        'test_accuracy is the run\'s own result, from the source in "test accuracy from": '
+        '"head" = the model\'s classification head (supervised, fine-tuned, CLAR), "linear '
+        'probe" = a linear classifier on the frozen 512-d features fitted on the labelled '
+        'clips (self-supervised). probe_test_accuracy is that probe (linear; the MLP probe '
+        'for runs with --probe=mlp) for every regime. Weights chosen on the validation split; the test split is used once. '
+        '"finetune" = supervised training initialised from a self-supervised run.')
+    return explanation + '\n\n' + '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------- figures
+
+def _figure(panels, width=5.0, height=3.6):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    columns = min(3, panels)
+    rows_ = math.ceil(panels / columns)
+    figure, axes = plt.subplots(rows_, columns, figsize=(width * columns, height * rows_),
+                                squeeze=False)
+    for axis in axes.flat[panels:]:
+        axis.set_visible(False)
+    return plt, figure, list(axes.flat[:panels])
+
+
+def _save(plt, figure, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _line_label(regime, variant):
+    text = variant_text(variant)
+    return f'{regime} ({text})' if text else regime
+
+
+def plot_label_efficiency(records, path):
+    """Test accuracy against label fraction; a line per regime (and variant) with at
+    least two fractions, a panel per dataset. Returns a note when there is nothing to draw."""
+    lines = {}
+    for (dataset, regime, variant), cells in rows(records).items():
+        if len(cells) >= 2:
+            lines.setdefault(dataset, []).append((regime, variant, cells))
+    if not lines:
+        return 'label_efficiency.png skipped: no regime has runs at two or more label fractions'
+    plt, figure, axes = _figure(len(lines))
+    for axis, (dataset, entries) in zip(axes, lines.items()):
+        for regime, variant, cells in entries:
+            fractions = sorted(cells)
+            stats = [mean_std([r['test'] for r in cells[f]]) for f in fractions]
+            axis.errorbar([100 * f for f in fractions], [100 * s[0] for s in stats],
+                          yerr=[100 * (s[1] or 0) for s in stats], marker='o', capsize=3,
+                          label=_line_label(regime, variant))
+        axis.set_xscale('log')
+        ticks = sorted({100 * f for _, _, cells in entries for f in cells})
+        axis.set_xticks(ticks, [f'{t:g}' for t in ticks])
+        axis.minorticks_off()
+        axis.set_xlabel('labelled training clips (%)')
+        axis.set_ylabel('test accuracy (%)')
+        axis.set_title(dataset)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle('Label efficiency (test_accuracy; mean ± std over seeds)', fontsize=10)
+    _save(plt, figure, path)
+
+
+def _metrics(run_dir):
+    path = Path(run_dir) / 'metrics.jsonl'
+    if not path.exists():
+        return []
+    epochs = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if 'val_accuracy' in record and 'epoch' in record:
+            epochs.append(record)
+    return epochs
+
+
+def plot_convergence(records, path):
+    """Validation accuracy per epoch, CLAR against self-supervised: per dataset, the
+    settings both regimes share with the most runs; a line per regime and label fraction."""
+    panels = {}
+    for dataset in sorted({r['dataset'] for r in records}):
+        mine = [r for r in records if r['dataset'] == dataset
+                and r['regime'] in ('clar', 'selfsupervised') and _metrics(r['run_dir'])]
+        shared = ({r['variant'] for r in mine if r['regime'] == 'clar'}
+                  & {r['variant'] for r in mine if r['regime'] == 'selfsupervised'})
+        if not shared:
+            continue
+        variant = max(shared, key=lambda v: (sum(r['variant'] == v for r in mine), str(v)))
+        panels[dataset] = (variant, [r for r in mine if r['variant'] == variant])
+    if not panels:
+        return ('convergence.png skipped: no dataset has both CLAR and self-supervised runs '
+                'with metrics.jsonl')
+    plt, figure, axes = _figure(len(panels))
+    colours = {'clar': 'tab:red', 'selfsupervised': 'tab:blue'}
+    styles = ['-', '--', ':', '-.']
+    for axis, (dataset, (variant, members)) in zip(axes, panels.items()):
+        fractions = sorted({r['fraction'] for r in members}, reverse=True)
+        for regime in ('selfsupervised', 'clar'):
+            for number, fraction in enumerate(fractions):
+                group = [r for r in members if r['regime'] == regime and r['fraction'] == fraction]
+                if not group:
+                    continue
+                curves = {}
+                for record in group:
+                    for epoch in _metrics(record['run_dir']):
+                        curves.setdefault(epoch['epoch'], []).append(epoch['val_accuracy'])
+                epochs = sorted(curves)
+                axis.plot(epochs, [100 * np.mean(curves[e]) for e in epochs],
+                          styles[number % len(styles)], color=colours[regime],
+                          label=f'{regime}, {100 * fraction:g} % labels (n={len(group)})')
+        axis.set_xlabel('epoch')
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.set_ylabel('validation accuracy (%)')
+        title = variant_text(variant)
+        axis.set_title(dataset + (f'\n{title}' if title else ''), fontsize=9)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.suptitle('Convergence: val_accuracy per epoch (CLAR: its head; self-supervised: '
+                    'its online linear probe), mean over seeds', fontsize=9)
+    _save(plt, figure, path)
+
+
+def plot_augmentation_ablation(records, path):
+    """Linear-probe test accuracy (test accuracy where a run has no probe) per augmentation
+    set, a panel per (regime, dataset, label fraction, other settings) with two or more sets."""
+    groups = {}
+    for record in records:
+        rest = tuple((n, v) for n, v in record['variant'] if n != 'augmentations')
+        key = (record['regime'], record['dataset'], record['fraction'], rest)
+        augmentations = record['settings'].get('augmentations')
+        groups.setdefault(key, {}).setdefault(augmentations, []).append(record)
+    panels = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not panels:
+        return ('augmentation_ablation.png skipped: no runs that differ only in their '
+                'augmentations')
+    plt, figure, axes = _figure(len(panels), width=6.0)
+    for axis, ((regime, dataset, fraction, rest), sets) in zip(axes, sorted(panels.items(), key=str)):
+        stats = []
+        for augmentations, group in sets.items():
+            probe = [r['probe'] if r['probe'] is not None else r['test'] for r in group]
+            mean, std, n = mean_std(probe)
+            stats.append((mean, std or 0.0, _format_value('augmentations', augmentations),
+                          augmentations == DEFAULT_PAIR))
+        stats.sort(key=lambda s: -s[0])
+        positions = np.arange(len(stats))
+        axis.bar(positions, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats],
+                 capsize=3, color=['tab:red' if s[3] else 'tab:gray' for s in stats])
+        axis.set_xticks(positions, [s[2] for s in stats], rotation=45, ha='right', fontsize=8)
+        axis.set_ylabel('linear-probe test accuracy (%)')
+        low = min(100 * s[0] for s in stats)
+        axis.set_ylim(max(0, low - 10), min(100, max(100 * (s[0] + s[1]) for s in stats) + 5))
+        extra = variant_text(rest)
+        axis.set_title(f'{regime}, {dataset}, {100 * fraction:g} % labels'
+                       + (f'\n{extra}' if extra else ''), fontsize=9)
+        axis.grid(axis='y', alpha=0.3)
+    figure.suptitle('Augmentation ablation: probe_test_accuracy, mean ± std over seeds '
+                    '(red: fade + time mask)', fontsize=9)
+    _save(plt, figure, path)
+
+
+# ---------------------------------------------------------------- command line
+
+def parse_command_line(argv):
+    if not argv or any(a in ('-h', '--help') for a in argv):
+        print(__doc__)
+        sys.exit(0)
+    positional = [a for a in argv if not a.startswith('--')]
+    if len(positional) != 1:
+        raise UserError('usage: python report.py <runs folder> [--out=img] [--table=path.md]')
+    options = dict(DEFAULTS)
+    for argument in argv:
+        if argument.startswith('--'):
+            match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
+            if not match or match.group(1) not in DEFAULTS:
+                raise UserError(f'unknown argument {argument!r}; options: '
+                                f'{", ".join("--" + n + "=..." for n in DEFAULTS)}')
+            options[match.group(1)] = match.group(2)
+    return positional[0], options
+
+
+def main(argv=None):
+    runs_dir, options = parse_command_line(sys.argv[1:] if argv is None else argv)
+    records = collect(runs_dir)
+    table = markdown_table(records)
+    print(f'{len(records)} finished runs under {runs_dir}\n')
+    print(table)
+    if options['table']:
+        path = Path(options['table'])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'# Results: {runs_dir}\n\n{table}')
+        print(f'table written to {path}')
+    if not records:
+        return 0
+    out = Path(options['out'])
+    for name, plot in (('label_efficiency.png', plot_label_efficiency),
+                       ('convergence.png', plot_convergence),
+                       ('augmentation_ablation.png', plot_augmentation_ablation)):
+        note = plot(records, out / name)
+        print(f'note: {note}' if note else f'figure written to {out / name}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(config_module.exit_on_user_error(main))

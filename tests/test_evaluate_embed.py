@@ -1,0 +1,136 @@
+"""evaluate.py and embed.py on a tiny trained run."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torchaudio
+
+import config
+import dataset
+import embed
+import engine
+import evaluate
+import train
+from tests.conftest import ROOT, tone_clip, write_class_folders, write_speechcommands
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """A CLAR run of one epoch on a tiny Speech Commands fixture (what
+    `python train.py --epochs=1 --encoder_width=0.125 ...` does, in this process)."""
+    root = tmp_path_factory.mktemp('evaluate')
+    write_speechcommands(root / 'sc', speakers=6, takes=2)
+    cfg = config.defaults_of(vars(train))
+    cfg.update(dataset='speechcommands', data_root=str(root / 'sc'), cache_dir=str(root / 'cache'),
+               out_dir=str(root / 'runs'), run_name='clar', encoder_width=0.125, batch_size=8,
+               epochs=1, warmup_epochs=0, learning_rate=1e-3, label_fraction=0.5,
+               batchnorm_batches=2)
+    engine.run(cfg, 'clar', train.loss, 'all')
+    return root, root / 'runs' / 'clar', cfg
+
+
+def test_evaluate_matches_results_and_writes_confusion(trained):
+    root, run_dir, cfg = trained
+    report = evaluate.evaluate(run_dir, ('val', 'test'), device='cpu', verbose=False)
+    results = json.loads((run_dir / 'results.json').read_text())
+    assert report['classifier'] == 'head'
+    assert report['test_accuracy'] == pytest.approx(results['test_accuracy'], abs=1e-6)
+    assert report['val_accuracy'] == pytest.approx(results['val_accuracy'], abs=1e-6)
+    for split, clips in (('val', 6), ('test', 6)):
+        saved = json.loads((run_dir / f'confusion_{split}.json').read_text())
+        matrix = np.array(saved['matrix'])
+        assert saved['classes'] == ['no', 'up', 'yes'] and matrix.shape == (3, 3)
+        assert matrix.sum() == clips
+        assert np.trace(matrix) / clips == pytest.approx(report[f'{split}_accuracy'])
+        assert (run_dir / f'confusion_{split}.png').stat().st_size > 1000
+    written = json.loads((run_dir / 'evaluation.json').read_text())
+    assert set(written['splits']['test']['per_class_accuracy']) == {'no', 'up', 'yes'}
+    assert written['results_json'] == {'test_accuracy': results['test_accuracy']}
+
+
+def test_evaluate_probe_and_out_folder(trained, tmp_path):
+    root, run_dir, cfg = trained
+    out = tmp_path / 'eval'
+    assert evaluate.main([str(run_dir / 'checkpoint_last.pt'), '--split=test', '--device=cpu',
+                          '--classifier=probe', f'--out={out}', f'--data_root={root / "sc"}']) == 0
+    written = json.loads((out / 'checkpoint_last-evaluation.json').read_text())
+    assert written['classifier'] == 'probe' and 'linear classifier' in written['accuracy_from']
+    assert 0 <= written['test_accuracy'] <= 1 and 'val' not in written['splits']
+    assert (out / 'checkpoint_last-confusion_test.png').exists()
+    # the best checkpoint's probe is the one results.json reports
+    best = evaluate.evaluate(run_dir, ('test',), device='cpu', classifier='probe',
+                             out=tmp_path / 'best', verbose=False)
+    results = json.loads((run_dir / 'results.json').read_text())
+    assert best['results_json'] == {'probe_test_accuracy': results['probe_test_accuracy']}
+    assert best['test_accuracy'] == pytest.approx(results['probe_test_accuracy'], abs=1e-6)
+
+
+def test_evaluate_errors_are_one_line(tmp_path):
+    missing = tmp_path / 'no_such_run'
+    result = subprocess.run([sys.executable, 'evaluate.py', str(missing)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert 'no such file or directory' in result.stderr
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(config.UserError, match='no checkpoint_best.pt'):
+        evaluate.checkpoint_path(tmp_path / 'empty')
+    with pytest.raises(config.UserError, match='unknown split'):
+        evaluate.evaluate(tmp_path / 'empty', ('train', 'tset'))
+
+
+def test_embed_command_writes_every_file_in_order(trained, tmp_path):
+    root, run_dir, cfg = trained
+    folder = write_class_folders(tmp_path / 'audio', per_class=2)      # wav, flac at 44.1/22 kHz
+    (folder / 'notes.txt').write_text('not audio')
+    out = tmp_path / 'out' / 'vectors.npy'
+    assert embed.main([str(run_dir), str(folder), str(out), '--device=cpu', '--batch_size=4']) == 0
+    vectors = np.load(out)
+    paths = (tmp_path / 'out' / 'vectors.paths.txt').read_text().splitlines()
+    expected = sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*')
+                      if p.suffix in ('.wav', '.flac', '.ogg'))
+    assert paths == expected and len(paths) == 6
+    assert vectors.shape == (6, 64) and vectors.dtype == np.float32   # 512 * 0.125
+    assert np.isfinite(vectors).all()
+    assert embed.main([str(run_dir), str(folder), str(tmp_path / 'v.npz'), '--device=cpu']) == 0
+    archive = np.load(tmp_path / 'v.npz')
+    np.testing.assert_allclose(archive['embeddings'], vectors, rtol=1e-5, atol=1e-5)
+    assert list(archive['paths']) == paths
+
+
+def test_embed_files_equals_the_training_data(trained):
+    """Files embedded through embed_files get the features of the same clips as training
+    read them from the waveform cache."""
+    root, run_dir, cfg = trained
+    model, checkpoint = embed.load_model(run_dir)
+    data = dataset.load('speechcommands', cfg['data_root'], cfg['cache_dir'], 16000)
+    indices = np.sort(data.splits['test'])[:4]
+    waves, _, _ = data.batch(indices)
+    expected = model.embed(waves).numpy()
+    paths = [data.paths[i] for i in indices]
+    clip_samples = embed.clip_samples_of(checkpoint)
+    assert clip_samples == data.clip_samples == 16000
+    got = embed.embed_files(model, paths, 16000, clip_samples, 'cpu', batch_size=3)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_embedding_at_another_rate_equals_the_resampled_clip(trained, tmp_path):
+    root, run_dir, cfg = trained
+    loaded = embed.load_model(run_dir)
+    rng = np.random.default_rng(3)
+    at_22k = np.stack([tone_clip(c, rng, 22050, seconds=1.3) for c in (0, 2)]).astype(np.float32)
+    resampled = torchaudio.transforms.Resample(22050, 16000)(torch.from_numpy(at_22k))
+    direct = embed.embed(loaded, at_22k, 22050)
+    reference = embed.embed(loaded, resampled, 16000)
+    assert direct.shape == (2, 64)
+    np.testing.assert_allclose(direct, reference, rtol=1e-5, atol=1e-6)
+    # cropped to the model's 1 s on the right: the tail does not matter
+    cropped = embed.embed(loaded, [resampled[0, :16000].numpy()], 16000)
+    np.testing.assert_allclose(cropped[0], reference[0], rtol=1e-5, atol=1e-6)
+    # and the same clip read from a file at that rate
+    soundfile.write(tmp_path / 'clip.wav', at_22k[0], 22050, subtype='FLOAT')
+    from_file = embed.embed_files(loaded[0], [tmp_path / 'clip.wav'], 16000, 16000)
+    np.testing.assert_allclose(from_file[0], reference[0], rtol=1e-5, atol=1e-6)

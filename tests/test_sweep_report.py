@@ -1,0 +1,296 @@
+"""sweep.py (matrix, names, skip / resume / move aside, signals) and report.py (table and
+figures from results.json files)."""
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import report
+import sweep
+from config import UserError
+from tests.conftest import write_speechcommands
+
+
+# ---------------------------------------------------------------- the plan
+
+MATRIX = {'regimes': ['supervised', 'finetune', 'clar'], 'datasets': ['synth'],
+          'label_fractions': [1.0, 0.1], 'augmentations': ['fade,time_mask', 'white_noise'],
+          'seeds': [0, 1], 'options': {'epochs': 3, 'encoder_width': 0.25},
+          'regime_options': {'finetune': {'epochs': 2}}}
+
+
+def test_plan_names_order_and_two_stage_finetuning(tmp_path):
+    runs = sweep.plan(MATRIX, sweep_dir=tmp_path)
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names)) == 2 * 2 * 2 * 4     # seeds x augs x fractions x runs
+    assert 'clar-synth-f0.1-fade+time_mask-resnet2d-s0' in names
+    assert 'supervised-synth-f1-white_noise-resnet2d-s1' in names
+    assert all(n.endswith('-s0') for n in names[:16])                  # seed by seed
+    by_name = {r.name: r for r in runs}
+    finetune = by_name['finetune-synth-f0.1-white_noise-resnet2d-s1']
+    pretraining = by_name['selfsupervised-synth-f0.1-white_noise-resnet2d-s1']
+    assert finetune.after == pretraining.name and names.index(pretraining.name) < names.index(finetune.name)
+    assert finetune.script == 'supervised.py' and pretraining.script == 'selfsupervised.py'
+    assert finetune.options['init_from'] == str(tmp_path / pretraining.name)
+    assert finetune.options['epochs'] == 2 and pretraining.options['epochs'] == 3
+    assert by_name['clar-synth-f0.1-fade+time_mask-resnet2d-s0'].options == {
+        'epochs': 3, 'encoder_width': 0.25, 'dataset': 'synth', 'label_fraction': 0.1,
+        'augmentations': 'fade,time_mask', 'encoder': 'resnet2d', 'seed': 0}
+    # the same plan every time; --seeds replaces the seeds
+    assert [r.name for r in sweep.plan(MATRIX, sweep_dir=tmp_path)] == names
+    assert {r.options['seed'] for r in sweep.plan(MATRIX, seeds=[7], sweep_dir=tmp_path)} == {7}
+
+
+def test_plan_extra_axes_overrides_and_refusals(tmp_path):
+    cfg = {'regimes': ['clar'], 'datasets': ['esc50', 'fsdd'], 'augmentations': [''],
+           'dataset_options': {'esc50': {'test_fold': [1, 2]}, 'fsdd': {'data_root': 'x'}}}
+    runs = sweep.plan(cfg, extras={'epochs': '5'}, data_roots={'fsdd': '/data/fsdd'})
+    assert [r.name for r in runs] == ['clar-esc50-f1-none-resnet2d-test_fold1-s0',
+                                      'clar-esc50-f1-none-resnet2d-test_fold2-s0',
+                                      'clar-fsdd-f1-none-resnet2d-s0']
+    assert runs[1].options['test_fold'] == 2 and runs[2].options['data_root'] == '/data/fsdd'
+    assert all(r.options['epochs'] == '5' for r in runs)
+    assert sweep.command(runs[0], tmp_path, 'start')[2:] == [
+        '--test_fold=1', '--dataset=esc50', '--label_fraction=1.0', '--augmentations=',
+        '--encoder=resnet2d', '--seed=0', '--epochs=5', f'--out_dir={tmp_path}',
+        '--run_name=clar-esc50-f1-none-resnet2d-test_fold1-s0']
+    with pytest.raises(UserError, match='--seed is set by the sweep'):
+        sweep.plan(cfg, extras={'seed': '3'})
+    with pytest.raises(UserError, match='unknown regime'):
+        sweep.plan({**cfg, 'regimes': ['simclr']})
+    twice = {'regimes': ['clar'], 'datasets': ['synth'],
+             'matrices': [{'options': {'epochs': 1}}, {'options': {'epochs': 2}}]}
+    with pytest.raises(UserError, match='appears twice'):
+        sweep.plan(twice)
+
+
+def test_named_configurations_all_plan():
+    for path in sorted(sweep.CONFIG_DIR.glob('*.json')):
+        runs = sweep.plan(sweep.read_config(path))
+        assert runs, path
+    quick = sweep.plan(sweep.read_config(sweep.find_config('quick')))
+    assert len(quick) <= 20 and {r.options['encoder_width'] for r in quick} == {0.25}
+    assert {r.options['seed'] for r in quick} == {0}
+
+
+# ---------------------------------------------------------------- what each run needs
+
+def write_run(run_dir, run, files=('config.json',), **config_changes):
+    run_dir.mkdir(parents=True)
+    for name in files:
+        if name == 'config.json':
+            content = {'regime': run.regime, **run.options, **config_changes}
+        else:
+            content = {'test_accuracy': 0.5} if name == 'results.json' else {}
+        (run_dir / name).write_text(json.dumps(content))
+
+
+class FakeLauncher:
+    """Stands in for the subprocess: records each command, writes what the script would."""
+
+    def __init__(self, fail=()):
+        self.commands, self.stop, self.fail = [], None, set(fail)
+
+    def __call__(self, command, log_path):
+        self.commands.append((command, log_path))
+        arguments = dict(a[2:].split('=', 1) for a in command[2:])
+        run_dir = (Path(arguments['resume']) if 'resume' in arguments else
+                   Path(arguments['out_dir']) / arguments['run_name'])
+        run_dir.mkdir(exist_ok=True)
+        if run_dir.name in self.fail:
+            (run_dir / 'status.json').write_text('{"status": "failed", "error": "boom"}')
+            return 1
+        (run_dir / 'results.json').write_text('{"test_accuracy": 0.75, "probe_test_accuracy": 0.5,'
+                                              ' "test_accuracy_from": "model classification head"}')
+        return 0
+
+
+def test_skip_resume_move_aside_start_and_conflict(tmp_path):
+    cfg = {'regimes': ['supervised', 'clar'], 'datasets': ['synth'],
+           'label_fractions': [1.0, 0.1], 'options': {'epochs': 3}}
+    runs = sweep.plan(cfg, extras={'device': 'cpu'}, sweep_dir=tmp_path)
+    done, resumable, broken, new = runs
+    write_run(tmp_path / done.name, done, ('config.json', 'results.json'))
+    write_run(tmp_path / resumable.name, resumable, ('config.json', 'checkpoint_last.pt'))
+    write_run(tmp_path / broken.name, broken, ('config.json', 'metrics.jsonl'))
+    assert [sweep.action_for(tmp_path / r.name) for r in runs] == ['skip', 'resume', 'restart', 'start']
+
+    lines = []
+    launch = FakeLauncher()
+    outcomes = sweep.execute(runs, tmp_path, launch, out=lines.append)
+    assert outcomes == {done.name: 'skipped', resumable.name: 'finished',
+                        broken.name: 'finished', new.name: 'finished'}
+    (resume_command, log), (restart_command, _), (start_command, _) = launch.commands
+    assert resume_command[1].endswith('/train.py')
+    assert resume_command[2:] == [f'--resume={tmp_path / resumable.name}', '--device=cpu']
+    assert log == tmp_path / f'{resumable.name}.log'
+    assert f'--run_name={new.name}' in start_command and f'--out_dir={tmp_path}' in start_command
+    assert '--epochs=3' in start_command and '--device=cpu' in start_command
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith(f'{broken.name}.failed-')]
+    assert len(moved) == 1 and (moved[0] / 'metrics.jsonl').exists()      # kept, not deleted
+    assert any('done already, test 0.5000' in line for line in lines)
+    assert any('finished in' in line and 'test 0.7500 (head)' in line for line in lines)
+
+    # a second pass skips everything; a finished run with other settings is left alone
+    assert set(sweep.execute(runs, tmp_path, FakeLauncher(), out=lambda *a: None).values()) == {'skipped'}
+    changed = sweep.plan({**cfg, 'options': {'epochs': 4}}, sweep_dir=tmp_path)
+    launch, lines = FakeLauncher(), []
+    outcomes = sweep.execute(changed[:1], tmp_path, launch, out=lines.append)
+    assert outcomes == {changed[0].name: 'conflict'} and not launch.commands
+    assert 'epochs 3!=4' in lines[0]
+
+
+def test_failures_block_fine_tuning_and_max_runs(tmp_path):
+    cfg = {'regimes': ['finetune', 'clar'], 'datasets': ['synth'], 'label_fractions': [0.1, 0.01]}
+    runs = sweep.plan(cfg, sweep_dir=tmp_path)
+    assert [r.regime for r in runs] == ['selfsupervised', 'finetune', 'clar'] * 2
+    launch = FakeLauncher(fail={runs[0].name})
+    outcomes = sweep.execute(runs, tmp_path, launch, max_runs=3, out=lambda *a: None)
+    assert list(outcomes.values()) == ['failed', 'blocked', 'finished', 'finished', 'not run',
+                                       'not run']
+    assert len(launch.commands) == 3
+    fine_tuning = [c for c, _ in launch.commands if Path(c[1]).name == 'supervised.py']
+    assert fine_tuning == []        # the second fine-tuning run was not reached (max_runs)
+
+
+def test_dry_run_changes_nothing(tmp_path, capsys):
+    path = tmp_path / 'mine.json'
+    path.write_text(json.dumps(MATRIX))
+    out = tmp_path / 'sweeps'
+    assert sweep.main([str(path), '--dry_run=True', f'--out_dir={out}', '--only=clar-*-s1',
+                       '--epochs=2']) == 0
+    printed = capsys.readouterr().out
+    assert not out.exists()
+    assert printed.count(': would start') == 4 and 'clar-synth-f1-white_noise-resnet2d-s1' in printed
+    assert '--epochs=2' in printed and 'dry run: 4 would start' in printed
+
+
+def test_a_signal_is_passed_to_the_run_and_stops_the_sweep(tmp_path):
+    child = ('import signal, sys, time\n'
+             'signal.signal(signal.SIGINT, lambda *a: sys.exit(3))\n'
+             'print("ready", flush=True)\n'
+             'time.sleep(30)\n')
+    launch = sweep.Launcher()
+    timer = threading.Timer(1.0, launch.forward, (signal.SIGINT, None))
+    timer.start()
+    code = launch([sys.executable, '-c', child], tmp_path / 'x.log')
+    timer.join()
+    assert code == 3 and launch.stop == 'SIGINT'
+    assert 'ready' in (tmp_path / 'x.log').read_text()
+
+
+def test_a_real_sweep_of_two_runs_then_its_report(tmp_path, capsys):
+    write_speechcommands(tmp_path / 'sc', speakers=6, takes=2)
+    cfg = {'regimes': ['supervised', 'clar'], 'datasets': ['speechcommands'],
+           'label_fractions': [0.5],
+           'options': {'encoder_width': 0.125, 'batch_size': 8, 'epochs': 1, 'warmup_epochs': 0,
+                       'batchnorm_batches': 2, 'data_root': str(tmp_path / 'sc'),
+                       'cache_dir': str(tmp_path / 'cache')}}
+    path = tmp_path / 'tiny.json'
+    path.write_text(json.dumps(cfg))
+    out = tmp_path / 'sweeps'
+    assert sweep.main([str(path), f'--out_dir={out}', '--device=cpu']) == 0
+    sweep_dir = out / 'tiny'
+    for name in ('supervised-speechcommands-f0.5-fade+time_mask-resnet2d-s0',
+                 'clar-speechcommands-f0.5-fade+time_mask-resnet2d-s0'):
+        assert (sweep_dir / name / 'results.json').exists()
+        assert 'test accuracy' in (sweep_dir / f'{name}.log').read_text()
+    assert capsys.readouterr().out.count('finished in') == 2
+    assert sweep.main([str(path), f'--out_dir={out}', '--device=cpu']) == 0
+    assert capsys.readouterr().out.count('done already') == 2
+    assert len((sweep_dir / 'sweeps.jsonl').read_text().splitlines()) == 2
+
+    table = tmp_path / 'table.md'
+    assert report.main([str(sweep_dir), f'--out={tmp_path / "img"}', f'--table={table}']) == 0
+    text = table.read_text()
+    assert '| speechcommands | supervised |' in text and '| speechcommands | clar |' in text
+    assert 'label_efficiency.png skipped' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- report
+
+def fabricate(root, regime, dataset, fraction, seed, test, probe, augmentations='fade,time_mask',
+              encoder='resnet2d', init_from='', curve=None):
+    name = f'{regime}-{dataset}-{fraction}-{augmentations}-{encoder}-{seed}'
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    script_regime = 'supervised' if regime == 'finetune' else regime
+    source = ('linear classifier on frozen 512-d features, trained on the labelled clips'
+              if regime == 'selfsupervised' else 'model classification head')
+    (run_dir / 'results.json').write_text(json.dumps({
+        'regime': script_regime, 'dataset': dataset, 'label_fraction': fraction, 'seed': seed,
+        'test_accuracy': test, 'probe_test_accuracy': probe, 'test_accuracy_from': source}))
+    (run_dir / 'config.json').write_text(json.dumps({
+        'regime': script_regime, 'dataset': dataset, 'label_fraction': fraction, 'seed': seed,
+        'augmentations': augmentations, 'encoder': encoder, 'init_from': init_from,
+        'epochs': 3, 'run_name': name, 'data_root': f'/somewhere/{seed}'}))
+    if curve:
+        (run_dir / 'metrics.jsonl').write_text(''.join(
+            json.dumps({'epoch': e + 1, 'loss': 1.0, 'val_accuracy': v}) + '\n'
+            for e, v in enumerate(curve)))
+
+
+@pytest.fixture
+def fabricated(tmp_path):
+    root = tmp_path / 'runs'
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        fabricate(root, 'supervised', 'synth', 1.0, seed, 0.90 + shift, 0.80)
+        fabricate(root, 'supervised', 'synth', 0.1, seed, 0.50 + shift, 0.40)
+        fabricate(root, 'selfsupervised', 'synth', 1.0, seed, 0.70 + shift, 0.70 + shift,
+                  curve=[0.3, 0.5, 0.6])
+        fabricate(root, 'selfsupervised', 'synth', 0.1, seed, 0.60 + shift, 0.60 + shift,
+                  curve=[0.2, 0.4, 0.5])
+        fabricate(root, 'clar', 'synth', 1.0, seed, 0.85 + shift, 0.75, curve=[0.5, 0.7, 0.8])
+        fabricate(root, 'clar', 'synth', 0.1, seed, 0.80 + shift, 0.70, curve=[0.4, 0.6, 0.7])
+        fabricate(root, 'selfsupervised', 'synth', 1.0, seed, 0.55, 0.55, augmentations='fade')
+        fabricate(root, 'finetune', 'synth', 0.1, seed, 0.65, 0.60, init_from='/pre')
+    fabricate(root, 'clar', 'fsdd', 0.1, 0, 0.9, 0.85)
+    (root / 'broken').mkdir()
+    (root / 'broken' / 'results.json').write_text('{"oops": 1}')
+    return root
+
+
+def test_report_table_numbers(fabricated):
+    records = report.collect(fabricated)
+    assert len(records) == 17
+    table = report.markdown_table(records)
+    lines = {tuple(c.strip() for c in line.strip('|').split('|')[:4]): line
+             for line in table.splitlines() if line.startswith('| ')}
+    header = table.splitlines()[2]
+    assert header.startswith('| dataset | regime | augmentations | test accuracy from | runs | '
+                             '100 % labels | 10 % labels |')
+    clar = lines[('synth', 'clar', 'fade+time_mask', 'head')]
+    # seeds 0.80 and 0.90: mean 85.0, sample std 7.1; probe 70.0 both times
+    assert '| 90.0 ± 7.1 / 75.0 ± 0.0 | 85.0 ± 7.1 / 70.0 ± 0.0 |' in clar
+    selfsupervised = lines[('synth', 'selfsupervised', 'fade+time_mask', 'linear probe')]
+    assert '| 75.0 ± 7.1 / 75.0 ± 7.1 | 65.0 ± 7.1 / 65.0 ± 7.1 |' in selfsupervised
+    assert '| 55.0 ± 0.0 / 55.0 ± 0.0 |  |' in lines[('synth', 'selfsupervised', 'fade', 'linear probe')]
+    assert '|  | 65.0 ± 0.0 / 60.0 ± 0.0 |' in lines[('synth', 'finetune', 'fade+time_mask', 'head')]
+    assert '| 1 |  | 90.0 / 85.0 |' in lines[('fsdd', 'clar', 'fade+time_mask', 'head')]
+    order = [key[:2] for key in lines if key[0] == 'synth']
+    assert order.index(('synth', 'supervised')) < order.index(('synth', 'selfsupervised')) \
+        < order.index(('synth', 'finetune')) < order.index(('synth', 'clar'))
+
+
+def test_report_writes_figures_and_table(fabricated, tmp_path, capsys):
+    out = tmp_path / 'img'
+    assert report.main([str(fabricated), f'--out={out}', f'--table={tmp_path / "t.md"}']) == 0
+    for name in ('label_efficiency.png', 'convergence.png', 'augmentation_ablation.png'):
+        assert (out / name).stat().st_size > 5000, name
+    printed = capsys.readouterr().out
+    assert '17 finished runs' in printed and 'is not a results.json' in printed
+    assert (tmp_path / 't.md').read_text().startswith(f'# Results: {fabricated}')
+
+
+def test_report_skips_figures_it_cannot_draw(tmp_path, capsys):
+    fabricate(tmp_path / 'runs', 'clar', 'synth', 0.1, 0, 0.8, 0.7)
+    assert report.main([str(tmp_path / 'runs'), f'--out={tmp_path / "img"}']) == 0
+    printed = capsys.readouterr().out
+    for name in ('label_efficiency.png', 'convergence.png', 'augmentation_ablation.png'):
+        assert f'{name} skipped' in printed
+        assert not (tmp_path / 'img' / name).exists()
+    with pytest.raises(UserError, match='no such folder'):
+        report.collect(tmp_path / 'nowhere')
