@@ -163,6 +163,33 @@ def parse_args(defaults, argv, sources=(), program='train.py'):
     return config
 
 
+def parse_command(argv, defaults, positional, usage, doc, extras=False):
+    """For the tools with positional arguments (evaluate.py, embed.py, report.py, sweep.py):
+    split argv into `positional` plain arguments and --name=value options typed after
+    `defaults`. `--help` prints `doc`. With extras=True, options not in `defaults` are
+    returned as text in a third value instead of being refused."""
+    if not argv or any(a in ('-h', '--help') for a in argv):
+        print(doc)
+        sys.exit(0)
+    plain = [a for a in argv if not a.startswith('--')]
+    if len(plain) != positional:
+        raise UserError(f'usage: {usage}')
+    options, others = dict(defaults), {}
+    for argument in argv:
+        if not argument.startswith('--'):
+            continue
+        match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
+        if not match or (match.group(1) not in defaults and not extras):
+            raise UserError(f'unknown argument {argument!r}; options: '
+                            f'{", ".join("--" + n + "=..." for n in defaults)}')
+        name, text = match.groups()
+        if name in defaults:
+            options[name] = parse_value(name, text, defaults[name])
+        else:
+            others[name] = text
+    return (plain, options, others) if extras else (plain, options)
+
+
 def print_config(config):
     print('configuration:')
     for name, value in config.items():

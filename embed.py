@@ -17,7 +17,6 @@ From Python:
     model, checkpoint = load_model('runs/x')
     vectors = embed_files(model, paths, 16000, 16000)
 """
-import re
 import sys
 from pathlib import Path
 
@@ -156,24 +155,10 @@ def audio_files(folder):
 
 
 def parse_command_line(argv):
-    if not argv or any(a in ('-h', '--help') for a in argv):
-        print(__doc__)
-        sys.exit(0)
-    positional = [a for a in argv if not a.startswith('--')]
-    if len(positional) != 3:
-        raise UserError('usage: python embed.py <checkpoint or run directory> <audio folder> '
-                        '<out.npy or out.npz> [--device=auto] [--batch_size=64] '
-                        '[--clip_seconds=0] [--skip_bad_files=False]')
-    options = dict(DEFAULTS)
-    for argument in argv:
-        if argument.startswith('--'):
-            match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
-            if not match or match.group(1) not in DEFAULTS:
-                raise UserError(f'unknown argument {argument!r}; options: '
-                                f'{", ".join("--" + n for n in DEFAULTS)}')
-            name, text = match.groups()
-            options[name] = config_module.parse_value(name, text, DEFAULTS[name])
-    return positional, options
+    return config_module.parse_command(
+        argv, DEFAULTS, 3, 'python embed.py <checkpoint or run directory> <audio folder> '
+        '<out.npy or out.npz> [--device=auto] [--batch_size=64] [--clip_seconds=0] '
+        '[--skip_bad_files=False]', __doc__)
 
 
 def main(argv=None):

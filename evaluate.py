@@ -21,7 +21,6 @@ number results.json has as probe_test_accuracy), or auto (probe for self-supervi
 otherwise: the number results.json reports as test_accuracy).
 """
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -219,24 +218,11 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
 
 
 def parse_command_line(argv):
-    if not argv or any(a in ('-h', '--help') for a in argv):
-        print(__doc__)
-        sys.exit(0)
-    positional = [a for a in argv if not a.startswith('--')]
-    if len(positional) != 1:
-        raise UserError('usage: python evaluate.py <checkpoint or run directory> '
-                        '[--split=val,test] [--device=auto] [--data_root=..] [--cache_dir=..] '
-                        '[--out=dir] [--classifier=auto|head|probe]')
-    options = dict(DEFAULTS)
-    for argument in argv:
-        if argument.startswith('--'):
-            match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
-            if not match or match.group(1) not in DEFAULTS:
-                raise UserError(f'unknown argument {argument!r}; options: '
-                                f'{", ".join("--" + n for n in DEFAULTS)}')
-            name, text = match.groups()
-            options[name] = config_module.parse_value(name, text, DEFAULTS[name])
-    return positional[0], options
+    plain, options = config_module.parse_command(
+        argv, DEFAULTS, 1, 'python evaluate.py <checkpoint or run directory> [--split=val,test] '
+        '[--device=auto] [--data_root=..] [--cache_dir=..] [--out=dir] '
+        '[--classifier=auto|head|probe]', __doc__)
+    return plain[0], options
 
 
 def main(argv=None):

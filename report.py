@@ -18,7 +18,6 @@ A figure without the runs it needs is skipped with a note.
 """
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -362,21 +361,9 @@ def plot_augmentation_ablation(records, path):
 # ---------------------------------------------------------------- command line
 
 def parse_command_line(argv):
-    if not argv or any(a in ('-h', '--help') for a in argv):
-        print(__doc__)
-        sys.exit(0)
-    positional = [a for a in argv if not a.startswith('--')]
-    if len(positional) != 1:
-        raise UserError('usage: python report.py <runs folder> [--out=img] [--table=path.md]')
-    options = dict(DEFAULTS)
-    for argument in argv:
-        if argument.startswith('--'):
-            match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
-            if not match or match.group(1) not in DEFAULTS:
-                raise UserError(f'unknown argument {argument!r}; options: '
-                                f'{", ".join("--" + n + "=..." for n in DEFAULTS)}')
-            options[match.group(1)] = match.group(2)
-    return positional[0], options
+    plain, options = config_module.parse_command(
+        argv, DEFAULTS, 1, 'python report.py <runs folder> [--out=img] [--table=path.md]', __doc__)
+    return plain[0], options
 
 
 def main(argv=None):

@@ -455,26 +455,10 @@ def execute(runs, sweep_dir, launch=None, max_runs=0, dry_run=False, out=print):
 
 def parse_command_line(argv):
     """(configuration name, sweep options, extra options for every run)."""
-    if not argv or argv[0] in ('-h', '--help') or any(a in ('-h', '--help') for a in argv):
-        print(__doc__)
-        sys.exit(0)
-    positional = [a for a in argv if not a.startswith('--')]
-    if len(positional) != 1:
-        raise UserError(f'usage: python sweep.py <configuration name or path> [--name=value ...]; '
-                        f'got {len(positional)} names ({" ".join(positional) or "none"})')
-    options, extras = dict(SWEEP_DEFAULTS), {}
-    for argument in argv:
-        if not argument.startswith('--'):
-            continue
-        match = re.match(r'^--(\w+)=(.*)$', argument, re.S)
-        if not match:
-            raise UserError(f'cannot read argument {argument!r}: options are written --name=value')
-        name, text = match.groups()
-        if name in SWEEP_DEFAULTS:
-            options[name] = config_module.parse_value(name, text, SWEEP_DEFAULTS[name])
-        else:
-            extras[name] = text
-    return positional[0], options, extras
+    plain, options, extras = config_module.parse_command(
+        argv, SWEEP_DEFAULTS, 1, 'python sweep.py <configuration name or path> [--name=value ...]',
+        __doc__, extras=True)
+    return plain[0], options, extras
 
 
 def _seeds(text):
