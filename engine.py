@@ -363,7 +363,8 @@ class Trainer:
         self.scaler.load_state_dict(state['scaler'])
         self.epoch, self.batch, self.step_count = state['epoch'], state['batch'], state['step']
         self.sums = {k: v.to(self.device) for k, v in state['sums'].items()}
-        self.counted, self.skipped = state['counted'], state['skipped']
+        self.counted, self.skipped = (torch.as_tensor(state[k]).to(self.device)
+                                      for k in ('counted', 'skipped'))
         self.best_val, self.clips_seen = state['best_val_accuracy'], state['clips_seen']
         self.train_seconds, self.epoch_seconds = state['train_seconds'], state['epoch_seconds']
         set_rng_states(state['rng'], self.augment_generator)
@@ -386,21 +387,25 @@ class Trainer:
                 for _ in range(1 if self.regime == 'supervised' else 2)]
 
     def optimise(self, views, labels, labelled):
-        """Loss, backward and optimiser step; None (and no update) when the loss is not finite."""
+        """Loss, backward and optimiser step. Returns (finite, logs): a step whose loss is
+        not finite changes no weight, and nothing here waits for the device."""
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype != torch.float32):
             loss, parts = self.loss_fn(self.forward, views, labels, labelled, self.cfg)
-        if not torch.isfinite(loss):
-            return None
+        finite = torch.isfinite(loss.detach())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg['optimizer'] == 'lars':
             self.scaler.unscale_(self.optimizer)
             optim.lars_adapt_(self.optimizer)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():    # float16: the scaler skips non-finite steps itself
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:                           # fused Adam skips its update where found_inf is set
+            self.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
         self.scheduler.step()
-        return {'loss': loss.detach(), **{k: v.detach() for k, v in parts.items()}}
+        return finite, {'loss': loss.detach(), **{k: v.detach() for k, v in parts.items()}}
 
     def train_step(self, batch_indices):
         waves, labels, labelled = self.load_batch(batch_indices)
@@ -418,23 +423,23 @@ class Trainer:
                             unit='batch', leave=False, mininterval=1.0, disable=not self.main)
             segment_start, segment_clips = time.time(), 0
             for number in progress:
-                logs = self.train_step(batches[number])
+                finite, logs = self.train_step(batches[number])
                 self.batch, self.step_count = number + 1, self.step_count + 1
                 segment_clips += len(batches[number])
-                if logs is None:
-                    self.skipped += 1
-                    self.nonfinite_in_row += 1
-                    if self.nonfinite_in_row >= cfg['max_nonfinite_steps']:
-                        raise UserError(
-                            f'the loss was not finite for {self.nonfinite_in_row} steps in a row '
-                            f'(epoch {epoch + 1}, batch {number + 1}); stopped. The last good '
-                            f'checkpoint is {self.run_dir / "checkpoint_last.pt"}. Try a lower '
-                            f'--learning_rate, or --dtype=float32.')
-                    continue
-                self.nonfinite_in_row = 0
-                self.counted += 1
+                # counted on the device; read only where the host looks anyway (the CPU: always)
+                self.nonfinite_in_row = (self.nonfinite_in_row + 1) * ~finite
+                self.skipped = self.skipped + ~finite
+                self.counted = self.counted + finite
                 for k, v in logs.items():
-                    self.sums[k] = self.sums.get(k, 0) + v
+                    self.sums[k] = self.sums.get(k, 0) + torch.where(finite, v, 0.0)
+                look = (self.device.type == 'cpu' or (number + 1) % cfg['log_every'] == 0
+                        or number + 1 == len(batches))
+                if look and int(self.nonfinite_in_row) >= cfg['max_nonfinite_steps']:
+                    raise UserError(
+                        f'the loss was not finite for {int(self.nonfinite_in_row)} steps in a row '
+                        f'(epoch {epoch + 1}, batch {number + 1}); stopped. The last good '
+                        f'checkpoint is {self.run_dir / "checkpoint_last.pt"}. Try a lower '
+                        f'--learning_rate, or --dtype=float32.')
                 if (number + 1) % cfg['log_every'] == 0:
                     rate = segment_clips / (time.time() - segment_start)
                     progress.set_postfix(loss=f'{logs["loss"].item():.3f}', clips_s=f'{rate:.0f}')
@@ -464,9 +469,9 @@ class Trainer:
         """Validate (on the main process), log, and checkpoint."""
         cfg = self.cfg
         record = {'epoch': epoch + 1,
-                  **{k: (v / max(1, self.counted)).item() for k, v in self.sums.items()},
+                  **{k: (v / max(1, int(self.counted))).item() for k, v in self.sums.items()},
                   'learning_rate': self.scheduler.get_last_lr()[0],
-                  'seconds': self.epoch_seconds, 'skipped_steps': self.skipped}
+                  'seconds': self.epoch_seconds, 'skipped_steps': int(self.skipped)}
         self.epoch, self.batch = epoch + 1, 0
         self.sums, self.counted, self.skipped, self.epoch_seconds = {}, 0, 0, 0.0
         if self.main:

@@ -11,8 +11,11 @@ import torch
 def build(model, name, learning_rate, weight_decay, trust_coefficient=0.001):
     """`adam`: Adam with weight decay on every parameter. `lars`: Adam whose gradients are
     first rescaled layer by layer by LARS (see lars_adapt_)."""
+    # fused: one kernel for all parameters, and a step skipped without a host
+    # synchronisation when the trainer sets optimizer.found_inf (as GradScaler does)
     if name == 'adam':
-        return torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
+                                fused=True)
     if name != 'lars':
         raise ValueError(f'optimizer must be adam or lars, got {name!r}')
     weights = [p for p in model.parameters() if p.ndim > 1]
@@ -20,7 +23,7 @@ def build(model, name, learning_rate, weight_decay, trust_coefficient=0.001):
     return torch.optim.Adam([
         {'params': weights, 'lars': True, 'lars_weight_decay': weight_decay,
          'trust_coefficient': trust_coefficient},
-        {'params': others, 'lars': False}], lr=learning_rate, weight_decay=0.0)
+        {'params': others, 'lars': False}], lr=learning_rate, weight_decay=0.0, fused=True)
 
 
 @torch.no_grad()
