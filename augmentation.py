@@ -11,6 +11,12 @@ output, on any device) and ``apply_<name>`` applies them on the waveforms' devic
 ``draw`` and ``apply`` do the same for a list of names, adding the per-clip Bernoulli
 choice of ``<name>_p``; ``augment`` is ``apply(waveforms, draw(...))``.
 
+Speed: pitch shift and time stretch take per-clip rates in one batched phase vocoder
+(frames read at per-clip positions with index_select, phases accumulated by a scan over
+frames) and per-clip resampling by interpolation at per-clip positions (gather). On CPU
+the batch goes through in chunks of a few dozen clips, which keeps the working set in
+cache; on a GPU it goes through whole.
+
 Fixes to the released CLAR code (see shared/CLAR.md): the time mask has a random length,
 time stretch is a real phase-vocoder stretch (pitch kept), and noisy clips are not
 clipped to [0, 1].
@@ -45,8 +51,8 @@ TIME_STRETCH_HIGH = (1.0, 1.5)
 # Power spectrum slope on log-log axes of each noise colour.
 NOISE_SLOPES = {"white": 0.0, "pink": -1.0, "brown": -2.0}
 # On CPU the batch is processed in chunks of about this many spectrogram values so that
-# the working set stays in cache (3-5x faster on a 2-core machine); on GPUs the chunks
-# are only there to bound memory.
+# the working set stays in cache (about 3x faster on a 2-core machine); on GPUs the
+# chunks are only there to bound memory.
 CHUNK_VALUES = {"cpu": 2**20, "other": 2**25}
 
 
@@ -241,8 +247,8 @@ def _phase_vocoder(spectrogram, positions, last_frame):
     silence, and at the first frame read that lies wholly inside the clip. No phase
     locking: sustained sounds may still sound phasy."""
     batch_size, frames, bins = spectrogram.shape
-    # Real and imaginary planes: real arithmetic on them is several times faster than
-    # complex ops on CPU. A tiny real offset gives silent bins phase 0 (never a 0 phasor).
+    # Real and imaginary planes: real arithmetic on them is faster than complex ops on
+    # CPU. A tiny real offset (made in place) gives silent bins phase 0, never a 0 phasor.
     real, imaginary = torch.view_as_real(spectrogram).unbind(-1)
     real += 1e-15
     power = torch.addcmul(real * real, imaginary, imaginary)

@@ -2,10 +2,9 @@
 
     python tools/plot_augmentations.py [--wav=path] [--out=img/augmentations.png] [--seed=0]
 
-Without --wav a 1 s synthetic voiced sound (a gliding harmonic tone with a syllable-like
-envelope) is used. Channels: log magnitude of the STFT (dB), its phase, and the log mel
-spectrogram (n_fft 254, hop 128 at 16 kHz; 128 mel bands from a 1024-point FFT of the
-same 254-sample window).
+Without --wav it plots a test-speaker clip of the word "yes" from the synth demo (generated
+into ~/.cache/clar if needed); --wav=synthetic uses a gliding harmonic tone instead. The
+channels are the training front end's (spectograms.Spectrogram, the paper setting).
 """
 
 import argparse
@@ -18,13 +17,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import torchaudio  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import augmentation as aug  # noqa: E402
+from spectograms import Spectrogram  # noqa: E402
 
 SAMPLE_RATE = 16000
-WINDOW, HOP = 254, 128
 
 
 def synthetic_clip(seconds=1.0):
@@ -39,22 +37,25 @@ def synthetic_clip(seconds=1.0):
     return (0.3 * clip * envelope).float()
 
 
-def load_clip(path):
-    import soundfile
+def demo_clip():
+    """A clip of "yes" by a test speaker of the synth demo."""
+    import synth_speech
+    root = synth_speech.ensure(os.path.expanduser("~/.cache/clar"))
+    testing = (root / "testing_list.txt").read_text().split()
+    return str(root / next(p for p in testing if p.startswith("yes/")))
 
-    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    clip = torch.from_numpy(data).mean(1)
-    if rate != SAMPLE_RATE:
-        clip = torchaudio.functional.resample(clip, rate, SAMPLE_RATE)
-    return clip
+
+def load_clip(path):
+    import dataset
+    return torch.from_numpy(dataset.read_clip(path, SAMPLE_RATE, SAMPLE_RATE))
+
+
+FRONT_END = Spectrogram(SAMPLE_RATE, "paper")
 
 
 def channels(clip):
-    """(log magnitude dB, phase, log mel dB), each (128, frames)."""
-    spectrum = torch.stft(clip, WINDOW, HOP, window=torch.hann_window(WINDOW), return_complex=True)
-    mel = torchaudio.transforms.MelSpectrogram(SAMPLE_RATE, n_fft=1024, win_length=WINDOW,
-                                               hop_length=HOP, n_mels=128)(clip)
-    return (20 * torch.log10(spectrum.abs() + 1e-5), spectrum.angle(), 10 * torch.log10(mel + 1e-10))
+    """(log magnitude dB, phase, log mel dB), each (128, frames), as the model sees them."""
+    return FRONT_END(clip[None])[0]
 
 
 def describe(name, params):
@@ -78,12 +79,12 @@ def describe(name, params):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wav", help="clip to plot (default: a synthetic voiced sound)")
+    parser.add_argument("--wav", help="clip to plot (default: a synth demo clip; 'synthetic': a tone)")
     parser.add_argument("--out", default="img/augmentations.png")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    clip = load_clip(args.wav) if args.wav else synthetic_clip()
+    clip = synthetic_clip() if args.wav == "synthetic" else load_clip(args.wav or demo_clip())
     generator = torch.Generator().manual_seed(args.seed)
     rows = [("unaugmented", "", clip)]
     for name in aug.NAMES:
