@@ -51,12 +51,13 @@ def timed(function, clips, device, seconds):
     """Clips per second of the fastest call of `function` among repeated calls for about
     `seconds` (after one warm-up call). The fastest call is the one least disturbed by
     other work on the machine."""
-    return interleaved({'only': function}, clips, device, seconds)['only']
+    return interleaved({'only': function}, clips, device, seconds, min_rounds=3)['only']
 
 
-def interleaved(functions, clips, device, seconds):
+def interleaved(functions, clips, device, seconds, min_rounds=5):
     """Like timed() for several functions, called in turn so that a noisy machine slows
-    them alike; returns {name: clips per second}."""
+    them alike, for about `seconds` each and at least `min_rounds` calls each;
+    returns {name: clips per second}."""
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     best = {}
     for name, function in functions.items():      # warm-up
@@ -64,13 +65,15 @@ def interleaved(functions, clips, device, seconds):
         best[name] = float('inf')
     sync()
     deadline = time.perf_counter() + seconds * len(functions)
+    rounds = 0
     while True:
         for name, function in functions.items():
             start = time.perf_counter()
             function()
             sync()
             best[name] = min(best[name], time.perf_counter() - start)
-        if time.perf_counter() >= deadline:
+        rounds += 1
+        if rounds >= min_rounds and time.perf_counter() >= deadline:
             return {name: clips / t for name, t in best.items()}
 
 
