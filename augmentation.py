@@ -437,25 +437,21 @@ def _draw_noise(batch_size, length, generator, slope, noise_snr_min, noise_snr_m
     }
 
 
-def draw_white_noise(batch_size, length, sample_rate, generator, noise_snr_min=0.0,
-                     noise_snr_max=20.0):
-    """White noise (power slope 0) at an SNR uniform in [noise_snr_min, noise_snr_max] dB."""
-    slope = torch.full((batch_size,), NOISE_SLOPES["white"], dtype=torch.float64)
-    return _draw_noise(batch_size, length, generator, slope, noise_snr_min, noise_snr_max)
+def _draw_colour(colour):
+    """draw_<colour>_noise: noise of one colour (power slope NOISE_SLOPES[colour]) at an SNR
+    uniform in [noise_snr_min, noise_snr_max] dB."""
+    def draw(batch_size, length, sample_rate, generator, noise_snr_min=0.0, noise_snr_max=20.0):
+        slope = torch.full((batch_size,), NOISE_SLOPES[colour], dtype=torch.float64)
+        return _draw_noise(batch_size, length, generator, slope, noise_snr_min, noise_snr_max)
+    draw.__name__ = f"draw_{colour}_noise"
+    draw.__doc__ = (f"{colour.capitalize()} noise (power slope {NOISE_SLOPES[colour]:g}) at an "
+                    f"SNR uniform in [noise_snr_min, noise_snr_max] dB.")
+    return draw
 
 
-def draw_pink_noise(batch_size, length, sample_rate, generator, noise_snr_min=0.0,
-                    noise_snr_max=20.0):
-    """Pink noise (power slope -1, i.e. 1/f) at a random SNR."""
-    slope = torch.full((batch_size,), NOISE_SLOPES["pink"], dtype=torch.float64)
-    return _draw_noise(batch_size, length, generator, slope, noise_snr_min, noise_snr_max)
-
-
-def draw_brown_noise(batch_size, length, sample_rate, generator, noise_snr_min=0.0,
-                     noise_snr_max=20.0):
-    """Brown noise (power slope -2, i.e. 1/f^2) at a random SNR."""
-    slope = torch.full((batch_size,), NOISE_SLOPES["brown"], dtype=torch.float64)
-    return _draw_noise(batch_size, length, generator, slope, noise_snr_min, noise_snr_max)
+draw_white_noise = _draw_colour("white")
+draw_pink_noise = _draw_colour("pink")
+draw_brown_noise = _draw_colour("brown")
 
 
 def draw_mixed_noise(batch_size, length, sample_rate, generator, noise_snr_min=0.0,
