@@ -96,8 +96,12 @@ def synthetic_data(clips, clip_samples, folder):
     """An on-disk int16 waveform cache of random clips, read as the scripts read theirs."""
     waves = np.lib.format.open_memmap(folder / 'waves.npy', mode='w+', dtype=np.int16,
                                       shape=(clips, clip_samples))
-    waves[:] = np.random.default_rng(0).integers(-3000, 3000, waves.shape, dtype=np.int16)
+    rng = np.random.default_rng(0)
+    for start in range(0, clips, 1024):           # in chunks: never the whole set in memory
+        rows = waves[start:start + 1024]
+        rows[:] = rng.integers(-3000, 3000, rows.shape, dtype=np.int16)
     waves.flush()
+    del waves
     labels = np.arange(clips) % 10
     splits = {'train': np.arange(clips), 'val': np.arange(10), 'test': np.arange(10)}
     return dataset.AudioData('bench', [str(i) for i in range(10)], 16000, clip_samples,
