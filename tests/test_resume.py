@@ -132,3 +132,16 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_exits_non_zero(data_r
     assert json.loads((run_dir / 'status.json').read_text())['status'] == 'interrupted'
     state = torch.load(run_dir / 'checkpoint_last.pt', weights_only=False)
     assert state['epoch'] >= 1 and state['epoch'] < 30
+
+
+def test_a_second_signal_exits_at_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine.os, '_exit', lambda status: calls.append(('exit', status)))
+    stop = engine.StopSignal(on_second=lambda: calls.append('marked interrupted'))
+    with stop:
+        assert signal.getsignal(signal.SIGINT) == stop.handle
+        stop.handle(signal.SIGINT, None)
+        assert stop.received == 'SIGINT' and calls == []        # the first only asks to stop
+        stop.handle(signal.SIGTERM, None)
+    assert calls == ['marked interrupted', ('exit', 128 + signal.SIGTERM)]
+    assert signal.getsignal(signal.SIGINT) != stop.handle        # handlers restored
