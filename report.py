@@ -315,8 +315,8 @@ def plot_convergence(records, path):
         axis.set_title(dataset + (f'\n{title}' if title else ''), fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.suptitle('Convergence: val_accuracy per epoch (CLAR: its head; self-supervised: '
-                    'its online linear probe), mean over seeds', fontsize=9)
+    figure.suptitle('Convergence: val_accuracy per epoch, mean over seeds\n'
+                    '(CLAR: its head; self-supervised: its online linear probe)', fontsize=9)
     _save(plt, figure, path)
 
 
@@ -353,7 +353,7 @@ def plot_augmentation_ablation(records, path):
         axis.set_title(f'{regime}, {dataset}, {100 * fraction:g} % labels'
                        + (f'\n{extra}' if extra else ''), fontsize=9)
         axis.grid(axis='y', alpha=0.3)
-    figure.suptitle('Augmentation ablation: probe_test_accuracy, mean ± std over seeds '
+    figure.suptitle('Augmentation ablation: probe_test_accuracy, mean ± std over seeds\n'
                     '(red: fade + time mask)', fontsize=9)
     _save(plt, figure, path)
 
