@@ -275,7 +275,7 @@ def _script(regime):
 
 def dataset_options(cfg):
     """Options that only some datasets read."""
-    return {name: cfg[name] for name in getattr(dataset, 'EXTRA_OPTIONS', ()) if name in cfg}
+    return {name: cfg[name] for name in dataset.EXTRA_OPTIONS if name in cfg}
 
 
 class Trainer:
