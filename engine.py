@@ -28,6 +28,7 @@ import distributed
 import evaluation
 import rundir
 from config import UserError
+from spectograms import FRONTENDS
 import model as model_module
 import optim
 
@@ -66,7 +67,7 @@ def check(cfg):
         if cfg[name] not in valid:
             raise UserError(f'unknown --{name}={cfg[name]}; valid: {", ".join(valid)}')
     one_of('dataset', dataset.DATASETS)
-    one_of('frontend', ('paper', 'released'))
+    one_of('frontend', FRONTENDS)
     one_of('encoder', model_module.ENCODERS)
     one_of('optimizer', ('adam', 'lars'))
     one_of('probe', evaluation.PROBES)
@@ -80,7 +81,6 @@ def check(cfg):
     for name in ('encoder_width', 'learning_rate', 'temperature'):
         if cfg[name] <= 0:
             raise UserError(f'--{name} must be positive, got {cfg[name]}')
-    augmentation_names(cfg)
     try:
         augmentation.draw(augmentation_names(cfg), 2, 1000, cfg['sample_rate'],
                           torch.Generator(), **augmentation_options(cfg))

@@ -77,19 +77,6 @@ def load_data(cfg, data_root='', cache_dir=''):
 
 
 @torch.no_grad()
-def outputs(model, data, indices, device, amp_dtype=torch.float32, batch_size=256):
-    """Logits and features h of the clips `indices` (sorted), unaugmented, eval mode."""
-    model.eval()
-    logits, features = [], []
-    for start in range(0, len(indices), batch_size):
-        waves, _, _ = data.batch(indices[start:start + batch_size], device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-            out = model(waves)
-        logits.append(out['logits'].float().cpu())
-        features.append(out['h'].float().cpu())
-    return torch.cat(logits), torch.cat(features)
-
-
 def confusion(predictions, labels, num_classes):
     """matrix[true][predicted] = number of clips."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -163,7 +150,7 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
         labelled = dataset.labelled_subset(data.labels, data.splits['train'],
                                            cfg['label_fraction'], cfg.get('label_seed', 0))
         needed = {**wanted, 'train': labelled, 'val': np.sort(data.splits['val'])}
-    results = {s: outputs(model, data, i, device, amp_dtype, batch_size) for s, i in needed.items()}
+    results = {s: evaluation.outputs(model, data, i, device, amp_dtype, batch_size) for s, i in needed.items()}
     labels = {s: torch.from_numpy(data.labels[i]) for s, i in needed.items()}
     if classifier == 'probe':
         kind = cfg.get('probe', 'linear')

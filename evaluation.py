@@ -15,8 +15,9 @@ PROBE_NAMES = {
 
 
 @torch.no_grad()
-def _outputs(model, data, indices, device, amp_dtype, batch_size=256):
-    """The model's logits and 512-d features h for the given clips, in their order."""
+def outputs(model, data, indices, device, amp_dtype, batch_size=256):
+    """The model's logits and 512-d features h for the given clips (unaugmented, eval
+    mode), in their order."""
     was_training = model.training
     model.eval()
     logits, features = [], []
@@ -70,7 +71,7 @@ def _summary(predictions, labels, classes):
 def accuracy(model, data, indices, device, amp_dtype):
     """Accuracy of the model's own classification head on the clips `indices`."""
     indices = np.sort(indices)
-    logits, _ = _outputs(model, data, indices, device, amp_dtype)
+    logits, _ = outputs(model, data, indices, device, amp_dtype)
     return _summary(logits.argmax(1), torch.from_numpy(data.labels[indices]), data.classes)
 
 
@@ -130,7 +131,7 @@ def linear_probe(model, data, train_indices, device, amp_dtype, kind='linear'):
     clips), choose its weight decay on validation, report validation and test accuracy."""
     split = {'train': np.sort(train_indices), 'val': data.splits['val'], 'test': data.splits['test']}
     split = {s: i for s, i in split.items() if len(i)}
-    features = {s: _outputs(model, data, i, device, amp_dtype)[1] for s, i in split.items()}
+    features = {s: outputs(model, data, i, device, amp_dtype)[1] for s, i in split.items()}
     labels = {s: torch.from_numpy(data.labels[i]) for s, i in split.items()}
     predictions, weight_decay = probe_predictions(features, labels, len(data.classes), kind)
     val = _summary(predictions['val'], labels['val'], data.classes)
