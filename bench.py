@@ -13,6 +13,9 @@ Lines (each has `name` and `clips_per_second`):
                           the whole step of each regime: augment the views, front end,
                           forward, backward, optimiser (the training scripts' own code)
   clar_step_over_model_step   `ratio`: what augmentation and front end leave of the speed
+  clar_step/resnet1d, clar_step/resnet2d, encoder_1d_over_2d
+                          the whole CLAR step with each encoder, timed in turn; `ratio`:
+                          how many times the raw-waveform encoder's step costs the 2D one's
   memory                  peak anonymous memory (RssAnon) and, on CUDA, peak GPU memory
 """
 import json
@@ -44,6 +47,7 @@ augmentations = 'fade,time_mask'  # the configured set (the paper's best pair by
 seconds = 3.0                 # time spent measuring each line (after warm-up)
 augment_batch = 256           # batch size for the per-augmentation lines
 baselines = True              # also time torchaudio's per-clip pitch shift and time stretch
+compare_encoders = True       # also time the whole CLAR step with resnet1d against resnet2d
 cache_clips = 4096            # size of the synthetic waveform cache
 
 
@@ -148,17 +152,25 @@ def main(argv):
 
     regimes = {'clar': (train, 'all'), 'supervised': (supervised, 'labelled'),
                'selfsupervised': (selfsupervised, 'all')}
-    steps = {}
-    for regime, (script, train_on) in regimes.items():
+    batch = data.batch(np.arange(opts['batch_size']), run_device)
+    labelled = torch.ones(opts['batch_size'], dtype=torch.bool, device=run_device)
+
+    def make_trainer(regime, **overrides):
+        script, train_on = regimes[regime]
         cfg = config_module.defaults_of(vars(script))
         cfg.update({k: opts[k] for k in ('device', 'dtype', 'compile', 'encoder', 'encoder_width',
                                          'augmentations', 'batch_size', 'channels_last')},
-                   clip_seconds=opts['clip_seconds'], label_fraction=1.0)
+                   clip_seconds=opts['clip_seconds'], label_fraction=1.0, **overrides)
         engine.check(cfg)
-        trainer = engine.Trainer(cfg, regime, script.loss, train_on, data, run_device,
-                                 Path(scratch.name), 0, 1)
-        batch = data.batch(np.arange(opts['batch_size']), run_device)
-        labelled = torch.ones(opts['batch_size'], dtype=torch.bool, device=run_device)
+        return engine.Trainer(cfg, regime, script.loss, train_on, data, run_device,
+                              Path(scratch.name), 0, 1)
+
+    def step_of(trainer):
+        return lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled)
+
+    steps = {}
+    for regime in regimes:
+        trainer = make_trainer(regime)
         if regime == 'clar':
             report('augment/configured', timed(lambda: trainer.make_views(batch[0]),
                                                opts['batch_size'], run_device, opts['seconds']),
@@ -167,23 +179,29 @@ def main(argv):
             report('frontend', timed(lambda: frontend(batch[0]), opts['batch_size'],
                                      run_device, opts['seconds']), views=1)
             spectrograms = [frontend(v) for v in trainer.make_views(batch[0])]
-            model_trainer = engine.Trainer(cfg, regime, script.loss, train_on, data, run_device,
-                                           Path(scratch.name), 0, 1)
+            model_trainer = make_trainer(regime)
             model_trainer.forward = FeaturesOnly(model_trainer.model)
             if opts['compile']:
                 model_trainer.forward = torch.compile(model_trainer.forward)
             both = interleaved({
                 'model_step': lambda: model_trainer.optimise(spectrograms, batch[1], labelled),
-                'clar': lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled)},
+                'clar': step_of(trainer)},
                 opts['batch_size'], run_device, opts['seconds'])
             steps.update(both)
             report('model_step', steps['model_step'], views=2)
         else:
-            steps[regime] = timed(
-                lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled),
-                opts['batch_size'], run_device, opts['seconds'])
+            steps[regime] = timed(step_of(trainer), opts['batch_size'], run_device,
+                                  opts['seconds'])
         report(f'{regime}_step', steps[regime], views=1 if regime == 'supervised' else 2)
 
+    if opts['compare_encoders']:
+        encoders = interleaved({name: step_of(make_trainer('clar', encoder=name))
+                                for name in ('resnet1d', 'resnet2d')},
+                               opts['batch_size'], run_device, opts['seconds'])
+        for name, speed in encoders.items():
+            report(f'clar_step/{name}', speed, views=2)
+        report('encoder_1d_over_2d', encoders['resnet1d'],
+               ratio=round(encoders['resnet2d'] / encoders['resnet1d'], 2))
     report('clar_step_over_model_step', steps['clar'],
            ratio=round(steps['clar'] / steps['model_step'], 3))
     if opts['baselines']:

@@ -19,11 +19,15 @@ def test_bench_prints_every_line_as_json():
     import augmentation
     expected = {'cache_read', 'augment/configured', 'frontend', 'model_step', 'clar_step',
                 'supervised_step', 'selfsupervised_step', 'clar_step_over_model_step', 'memory',
+                'clar_step/resnet1d', 'clar_step/resnet2d', 'encoder_1d_over_2d',
                 *(f'augment/{name}' for name in augmentation.NAMES)}
     assert expected <= set(lines)
     assert all(lines[name]['clips_per_second'] > 0 for name in expected - {'memory'})
     ratio = lines['clar_step_over_model_step']['ratio']
     assert ratio == round(lines['clar_step']['clips_per_second'] / lines['model_step']['clips_per_second'], 3) or abs(
         ratio - lines['clar_step']['clips_per_second'] / lines['model_step']['clips_per_second']) < 0.01
+    encoders = {name: lines[f'clar_step/{name}']['clips_per_second'] for name in ('resnet1d', 'resnet2d')}
+    assert abs(lines['encoder_1d_over_2d']['ratio'] - encoders['resnet2d'] / encoders['resnet1d']) < 0.01 * max(
+        1, encoders['resnet2d'] / encoders['resnet1d'])
     assert lines['memory']['rssanon_mib'] > 0
     assert 'clar_step' in result.stdout.split('name ')[-1]        # the readable table
