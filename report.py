@@ -343,12 +343,12 @@ def plot_augmentation_ablation(records, path):
                           augmentations == DEFAULT_PAIR))
         stats.sort(key=lambda s: -s[0])
         positions = np.arange(len(stats))
-        axis.bar(positions, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats],
-                 capsize=3, color=['tab:red' if s[3] else 'tab:gray' for s in stats])
+        bars = axis.bar(positions, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats],
+                        capsize=3, color=['tab:red' if s[3] else 'tab:gray' for s in stats])
+        axis.bar_label(bars, fmt='%.1f', fontsize=8, padding=2)
         axis.set_xticks(positions, [s[2] for s in stats], rotation=45, ha='right', fontsize=8)
         axis.set_ylabel('linear-probe test accuracy (%)')
-        low = min(100 * s[0] for s in stats)
-        axis.set_ylim(max(0, low - 10), min(100, max(100 * (s[0] + s[1]) for s in stats) + 5))
+        axis.set_ylim(0, min(100, max(100 * (s[0] + s[1]) for s in stats)) + 8)  # bars from zero
         extra = variant_text(rest)
         axis.set_title(f'{regime}, {dataset}, {100 * fraction:g} % labels'
                        + (f'\n{extra}' if extra else ''), fontsize=9)
