@@ -87,6 +87,8 @@ def check(cfg):
     except ValueError as error:
         raise UserError(f'augmentation options: {error}') from None
     resolve_device(cfg['device'])
+    if cfg.get('init_from'):
+        init_from_file(cfg['init_from'])
 
 
 def augmentation_names(cfg):
@@ -520,15 +522,23 @@ class Trainer:
         return results
 
 
+def init_from_file(path):
+    """The checkpoint file --init_from names; UserError when there is none."""
+    try:
+        return rundir.checkpoint_path(path)
+    except UserError as error:
+        raise UserError(f'--init_from: no such checkpoint ({error})') from None
+
+
 def load_encoder(model, path, device):
     """Initialise the encoder from another run's checkpoint (e.g. self-supervised
     pre-training), leaving the heads new."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / 'checkpoint_best.pt'
-    if not path.exists():
-        raise UserError(f'--init_from={path}: no such checkpoint')
-    state = torch.load(path, map_location=device, weights_only=False)['model']
+    path = init_from_file(path)
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)['model']
+    except Exception as error:          # torch.load of a foreign file: many types
+        raise UserError(f'--init_from={path}: cannot load it as a checkpoint of this project '
+                        f'({type(error).__name__})') from None
     encoder = {k[len('encoder.'):]: v for k, v in state.items() if k.startswith('encoder.')}
     try:
         model.encoder.load_state_dict(encoder)

@@ -33,28 +33,11 @@ import engine
 import evaluation
 import model as model_module
 from config import UserError
+from rundir import checkpoint_path
 
 DEFAULTS = {'split': 'val,test', 'device': 'auto', 'data_root': '', 'cache_dir': '',
             'out': '', 'classifier': 'auto', 'batch_size': 256}
 SPLITS = ('train', 'val', 'test')
-
-
-def checkpoint_path(path):
-    """The checkpoint file a path names: the file itself, or a run directory's
-    checkpoint_best.pt. UserError when there is none."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise UserError(f'{path}: no such file or directory (give a run directory or a '
-                        f'checkpoint .pt file)')
-    if path.is_dir():
-        best = path / 'checkpoint_best.pt'
-        if not best.exists():
-            found = sorted(p.name for p in path.glob('*.pt'))
-            raise UserError(f'{path}: no checkpoint_best.pt in this folder'
-                            + (f' (it has {", ".join(found)}: give one of them)' if found else
-                               ' (is it a run directory? a run writes it after its first epoch)'))
-        return best
-    return path
 
 
 def load(path, device='cpu'):

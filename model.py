@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rundir import checkpoint_path
 from spectograms import Spectrogram
 
 HEADS = ('clar', 'selfsupervised', 'supervised')
@@ -138,11 +139,7 @@ def build(cfg, num_classes, regime):
 def load_checkpoint(path, device='cpu'):
     """A trained model from a checkpoint file or a run directory (its checkpoint_best.pt),
     in eval mode, with the checkpoint dict (config, classes, regime, epoch...)."""
-    from pathlib import Path
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / 'checkpoint_best.pt'
-    checkpoint = torch.load(path, map_location=device, weights_only=False)
+    checkpoint = torch.load(checkpoint_path(path), map_location=device, weights_only=False)
     model = build(checkpoint['config'], len(checkpoint['classes']), checkpoint['regime'])
     model.load_state_dict(checkpoint['model'])
     return model.to(device).eval(), checkpoint

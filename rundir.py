@@ -54,6 +54,24 @@ def create(cfg, regime):
     return run_dir
 
 
+def checkpoint_path(path):
+    """The checkpoint file a path names: the file itself, or a run directory's
+    checkpoint_best.pt. UserError when there is none."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f'{path}: no such file or directory (give a run directory or a '
+                        f'checkpoint .pt file)')
+    if path.is_dir():
+        best = path / 'checkpoint_best.pt'
+        if not best.exists():
+            found = sorted(p.name for p in path.glob('*.pt'))
+            raise UserError(f'{path}: no checkpoint_best.pt in this folder'
+                            + (f' (it has {", ".join(found)}: give one of them)' if found else
+                               ' (is it a run directory? a run writes it after its first epoch)'))
+        return best
+    return path
+
+
 def write_json(path, value):
     """Write JSON to a temporary file, then rename it into place."""
     temporary = Path(f'{path}.tmp')

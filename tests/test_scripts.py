@@ -94,3 +94,4 @@ def test_supervised_fine_tuning_starts_from_a_pretrained_encoder(fixture_data):
     assert torch.allclose(before[conv], after[conv], atol=1e-6)   # a vanishing learning rate
     bad = run_script('supervised.py', fixture_data, '--init_from=/no/such/run', '--run_name=bad')
     assert bad.returncode == 2 and 'no such checkpoint' in bad.stderr
+    assert not (fixture_data / 'runs' / 'bad').exists()       # refused before the run starts
