@@ -134,8 +134,9 @@ _SCALE = np.float32(1 / 32768)          # int16 -> [-1, 1); exact (a power of tw
 
 # ---------------------------------------------------------------- listings
 
-def _audio_files(folder):
-    return sorted(p for p in folder.rglob('*') if p.suffix.lower() in AUDIO_EXTENSIONS
+def audio_files(folder):
+    """Every .wav/.flac/.ogg file under `folder`, recursively, sorted."""
+    return sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in AUDIO_EXTENSIONS
                   and p.is_file())
 
 
@@ -153,7 +154,7 @@ def list_class_folders(root, classes=None, seed=0):
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(('_', '.')))
     if classes is not None:
         folders = [f for f in folders if f.name in classes]
-    files = {f.name: _audio_files(f) for f in folders}
+    files = {f.name: audio_files(f) for f in folders}
     files = {name: found for name, found in files.items() if found}
     if not files:
         raise UserError(f'no audio ({", ".join(AUDIO_EXTENSIONS)}) in class sub-folders of {root}')
@@ -545,9 +546,19 @@ def read_clip(path, sample_rate, clip_samples, offset=0.0):
     mono = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
     if rate != sample_rate:
         mono = resampler(rate, sample_rate)(mono)
-    clip = torch.zeros(clip_samples)
-    clip[:min(clip_samples, len(mono))] = mono[:clip_samples]
-    return clip.numpy()
+    return fit_length(mono, clip_samples).numpy()
+
+
+def fit_length(wave, clip_samples):
+    """Crop or zero-pad a (T,) waveform on the right to clip_samples, float32."""
+    clip = torch.zeros(clip_samples, dtype=torch.float32)
+    clip[:min(clip_samples, len(wave))] = wave[:clip_samples]
+    return clip
+
+
+def to_int16(clips):
+    """Float samples in [-1, 1) to the int16 values the waveform cache stores."""
+    return np.round(np.clip(clips, -1.0, 32767 / 32768) * 32768).astype(np.int16)
 
 
 @functools.lru_cache(maxsize=16)
@@ -625,7 +636,7 @@ def build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files=Fals
                                             f'with --skip_bad_files=True to skip such files.')
                         skipped.append(f'{where}: {error}')
                         continue
-                    waves[len(kept)] = np.round(np.clip(clip, -1.0, 32767 / 32768) * 32768)
+                    waves[len(kept)] = to_int16(clip)
                     kept.append(i)
         waves.flush()
         del waves

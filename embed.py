@@ -54,14 +54,7 @@ def clip_samples_of(checkpoint, clip_seconds=0.0):
 
 def quantize(waves):
     """Round to 16 bits as the waveform cache stores training clips (exact in float32)."""
-    return torch.round(waves.clamp(-1.0, 32767 / 32768) * 32768) / 32768
-
-
-def fit_length(wave, clip_samples):
-    """Crop or zero-pad on the right to clip_samples."""
-    clip = torch.zeros(clip_samples, dtype=torch.float32)
-    clip[:min(clip_samples, len(wave))] = wave[:clip_samples]
-    return clip
+    return torch.from_numpy(dataset.to_int16(waves.numpy())).float() * (1 / 32768)
 
 
 @torch.no_grad()
@@ -102,7 +95,7 @@ def embed(checkpoint, waveforms, sample_rate, device='cpu', batch_size=64, clip_
             raise ValueError(f'each waveform must be one mono channel (T,), got {tuple(clip.shape)}')
         if sample_rate != model_rate:
             clip = resampler(sample_rate, model_rate)(clip)
-        prepared.append(fit_length(clip, clip_samples))
+        prepared.append(dataset.fit_length(clip, clip_samples))
     waves = quantize(torch.stack(prepared)) if prepared else torch.zeros(0, clip_samples)
     return embed_waves(model, waves, device, batch_size)
 
@@ -132,22 +125,27 @@ def embed_files(model, paths, sample_rate, clip_samples, device='cpu', batch_siz
     and channel count), decoded like the training data at `sample_rate` and `clip_samples`
     (the model's). With a list `skipped`, unreadable files are left out and listed there
     ('path: reason'); otherwise the first raises UserError."""
-    out, batch = [], max(1, batch_size)
+    return _embed_paths(model, paths, sample_rate, clip_samples, device, batch_size, skipped)[0]
+
+
+def _embed_paths(model, paths, sample_rate, clip_samples, device, batch_size, skipped):
+    """(embeddings, the paths that were read), a batch of files at a time."""
+    rows, kept, batch = [], [], max(1, batch_size)
     for start in range(0, len(paths), batch):
-        waves, _ = _read(paths[start:start + batch], sample_rate, clip_samples, skipped)
-        out.append(embed_waves(model, waves, device, batch))
-    if not out:
-        return np.zeros((0, model.encoder.out_dim), dtype=np.float32)
-    return np.concatenate(out)
+        waves, read = _read(paths[start:start + batch], sample_rate, clip_samples, skipped)
+        rows.append(embed_waves(model, waves, device, batch))
+        kept += read
+    if not rows:
+        return np.zeros((0, model.encoder.out_dim), dtype=np.float32), kept
+    return np.concatenate(rows), kept
 
 
 def audio_files(folder):
-    """Every .wav/.flac/.ogg file under `folder`, recursively, sorted."""
+    """Every .wav/.flac/.ogg file under `folder`, recursively, sorted; UserError when none."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f'{folder}: no such folder')
-    files = sorted(p for p in folder.rglob('*')
-                   if p.suffix.lower() in dataset.AUDIO_EXTENSIONS and p.is_file())
+    files = dataset.audio_files(folder)
     if not files:
         raise UserError(f'{folder}: no audio files ({", ".join(dataset.AUDIO_EXTENSIONS)}) in it '
                         f'or its sub-folders')
@@ -177,12 +175,8 @@ def main(argv=None):
     skipped = [] if options['skip_bad_files'] else None
     print(f'embedding {len(files)} files from {folder} ({clip_samples / sample_rate:g} s clips at '
           f'{sample_rate} Hz) with {checkpoint.get("regime")} model {checkpoint_arg}')
-    rows, kept, batch = [], [], options['batch_size']
-    for start in range(0, len(files), batch):
-        waves, read = _read(files[start:start + batch], sample_rate, clip_samples, skipped)
-        rows.append(embed_waves(model, waves, device, batch))
-        kept += read
-    vectors = np.concatenate(rows) if rows else np.zeros((0, model.encoder.out_dim), np.float32)
+    vectors, kept = _embed_paths(model, files, sample_rate, clip_samples, device,
+                                 options['batch_size'], skipped)
     if not kept:
         raise UserError(f'none of the {len(files)} files in {folder} could be read')
     relative = [Path(p).relative_to(Path(folder).expanduser()).as_posix() for p in kept]
