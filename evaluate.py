@@ -139,15 +139,12 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
         kind = cfg.get('probe', 'linear')
         predictions, weight_decay = evaluation.probe_predictions(
             {s: r[1] for s, r in results.items()}, labels, len(data.classes), kind)
-        name = ('linear classifier' if kind == 'linear' else
-                'MLP probe (hidden 512, dropout 0.2)')
-        source = (f'{name} on frozen {results["val"][1].shape[1]}-d features, trained on '
+        source = (f'{evaluation.PROBE_KINDS[kind]} on frozen {results["val"][1].shape[1]}-d features, trained on '
                   f'the {len(needed["train"])} labelled clips (weight decay {weight_decay:g}, '
                   f'chosen on validation)')
     else:
         predictions = {s: r[0].argmax(1) for s, r in results.items()}
-        source = ('online linear probe (stop-gradient, trained with the encoder)'
-                  if regime == 'selfsupervised' else 'model classification head')
+        source = evaluation.head_name(regime)
     out_dir = Path(out).expanduser() if out else file.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = '' if file.name == 'checkpoint_best.pt' else f'{file.stem}-'

@@ -9,9 +9,15 @@ import torch.nn.functional as F
 
 PROBES = ('linear', 'mlp')
 PROBE_WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2)
-PROBE_NAMES = {
-    'linear': 'linear classifier on frozen features, trained on the labelled clips',
-    'mlp': 'MLP probe (hidden 512, dropout 0.2) on frozen features, trained on the labelled clips'}
+PROBE_KINDS = {'linear': 'linear classifier', 'mlp': 'MLP probe (hidden 512, dropout 0.2)'}
+PROBE_NAMES = {kind: f'{name} on frozen features, trained on the labelled clips'
+               for kind, name in PROBE_KINDS.items()}
+
+
+def head_name(regime):
+    """What the model's own classification head is, for a run of `regime`."""
+    return ('online linear probe (stop-gradient, trained with the encoder)'
+            if regime == 'selfsupervised' else 'model classification head')
 
 
 @torch.no_grad()
@@ -145,13 +151,12 @@ def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, 
     """The numbers of results.json for the chosen (best-on-validation) weights."""
     head = {s: accuracy(model, data, data.splits[s], device, amp_dtype) for s in ('val', 'test')}
     probe = linear_probe(model, data, labelled_indices, device, amp_dtype, probe_kind)
-    head_name = ('online linear probe (stop-gradient, trained with the encoder)'
-                 if regime == 'selfsupervised' else 'model classification head')
+    own_head = head_name(regime)
     probe_name = PROBE_NAMES[probe_kind]
     results = {'best_epoch': best_epoch,
                'head_val_accuracy': head['val']['accuracy'],
                'head_test_accuracy': head['test']['accuracy'],
-               'head': head_name,
+               'head': own_head,
                'probe_val_accuracy': probe['val_accuracy'],
                'probe_test_accuracy': probe['test_accuracy'],
                'probe': probe_name, 'probe_weight_decay': probe['weight_decay']}
@@ -162,5 +167,5 @@ def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, 
     else:
         results.update(val_accuracy=head['val']['accuracy'], test_accuracy=head['test']['accuracy'],
                        per_class_test_accuracy=head['test']['per_class'],
-                       test_accuracy_from=head_name)
+                       test_accuracy_from=own_head)
     return results
