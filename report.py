@@ -39,7 +39,8 @@ DEFAULT_PAIR = 'fade,time_mask'
 
 # ---------------------------------------------------------------- collecting
 
-def _read_json(path):
+def read_json(path):
+    """The JSON in `path`, or None when it is missing or unreadable."""
     try:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
@@ -76,11 +77,11 @@ def collect(runs_dir):
         raise UserError(f'{runs_dir}: no such folder')
     records = []
     for path in sorted(runs_dir.rglob('results.json')):
-        results = _read_json(path)
+        results = read_json(path)
         if not isinstance(results, dict) or 'test_accuracy' not in results:
             print(f'note: {path} is not a results.json of a finished run; ignored')
             continue
-        cfg = _read_json(path.parent / 'config.json') or {}
+        cfg = read_json(path.parent / 'config.json') or {}
         settings = {k: v for k, v in cfg.items() if k not in BOOKKEEPING and k not in REPLICATES}
         settings.setdefault('encoder', config_module.encoder)
         settings.setdefault('augmentations', config_module.augmentations)
@@ -94,7 +95,7 @@ def collect(runs_dir):
             'probe': (float(results['probe_test_accuracy'])
                       if results.get('probe_test_accuracy') is not None else None),
             'source': short_source(results.get('test_accuracy_from')),
-            'settings': settings})
+            'settings': settings, 'metrics': _metrics(path.parent)})
     _set_variants(records)
     return records
 
@@ -280,7 +281,7 @@ def plot_convergence(records, path):
     panels = {}
     for dataset in sorted({r['dataset'] for r in records}):
         mine = [r for r in records if r['dataset'] == dataset
-                and r['regime'] in ('clar', 'selfsupervised') and _metrics(r['run_dir'])]
+                and r['regime'] in ('clar', 'selfsupervised') and r['metrics']]
         shared = ({r['variant'] for r in mine if r['regime'] == 'clar'}
                   & {r['variant'] for r in mine if r['regime'] == 'selfsupervised'})
         if not shared:
@@ -302,7 +303,7 @@ def plot_convergence(records, path):
                     continue
                 curves = {}
                 for record in group:
-                    for epoch in _metrics(record['run_dir']):
+                    for epoch in record['metrics']:
                         curves.setdefault(epoch['epoch'], []).append(epoch['val_accuracy'])
                 epochs = sorted(curves)
                 axis.plot(epochs, [100 * np.mean(curves[e]) for e in epochs],

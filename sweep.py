@@ -56,6 +56,7 @@ from pathlib import Path
 
 import config as config_module
 from config import UserError
+from report import read_json, short_source
 
 ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = ROOT / 'configs'
@@ -292,7 +293,7 @@ def command(run, sweep_dir, action):
 
 def conflicts(run, run_dir):
     """Planned options that disagree with the run's saved config.json: 'name saved!=planned'."""
-    saved = _read_json(run_dir / 'config.json')
+    saved = read_json(run_dir / 'config.json')
     if saved is None:
         return []
     from engine import RESUMABLE_OVERRIDES
@@ -334,24 +335,16 @@ def move_aside(run_dir):
     raise UserError(f'cannot find a free name to move {run_dir} aside')
 
 
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 def summary(run_dir, with_time=True):
     """One line about a run's outcome, from results.json (or status.json)."""
-    results = _read_json(run_dir / 'results.json')
+    results = read_json(run_dir / 'results.json')
     if results:
-        from report import short_source
         short = short_source(results.get('test_accuracy_from'))
         probe = results.get('probe_test_accuracy')
         return (f'test {results.get("test_accuracy", float("nan")):.4f} ({short})'
                 + (f', probe {probe:.4f}' if probe is not None else '')
                 + (f', {results["seconds"] / 60:.1f} min' if with_time and 'seconds' in results else ''))
-    status = _read_json(run_dir / 'status.json') or {}
+    status = read_json(run_dir / 'status.json') or {}
     detail = status.get('error') or status.get('reason') or ''
     return f'{status.get("status", "no status")}{": " + detail if detail else ""}'
 
