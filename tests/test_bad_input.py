@@ -117,6 +117,7 @@ def unchanged(run):
     (['--dataset=folder', '--data_root=/no/such/folder'], '--data_root=/no/such/folder is not a folder'),
     (['--run_name=earlier'], 'already exists'),
     (['--bogus=1'], 'unknown option --bogus'),
+    (['--init_from=/no/such/run'], '--init_from: no such checkpoint (/no/such/run: no such file'),
 ])
 def test_bad_options_exit_2_with_a_message_and_touch_no_run(tmp_path, capsys, earlier_run,
                                                             options, message):
@@ -134,4 +135,11 @@ def test_a_data_root_without_audio_and_an_unwritable_out_dir(tmp_path, capsys, e
     (tmp_path / 'a_file').write_text('')
     status, err = run_train(capsys, f'--out_dir={tmp_path}/a_file/runs')
     assert status == 2 and 'cannot be written' in err
+    assert unchanged(earlier_run)
+
+
+def test_init_from_a_folder_without_checkpoint_best_lists_its_checkpoints(tmp_path, capsys,
+                                                                          earlier_run):
+    status, err = run_train(capsys, f'--out_dir={tmp_path}/runs', f'--init_from={earlier_run}')
+    assert status == 2 and 'no checkpoint_best.pt in this folder (it has checkpoint_last.pt' in err
     assert unchanged(earlier_run)
