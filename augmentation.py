@@ -23,7 +23,6 @@ clipped to [0, 1].
 """
 
 import math
-import time
 from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
@@ -54,6 +53,22 @@ NOISE_SLOPES = {"white": 0.0, "pink": -1.0, "brown": -2.0}
 # the working set stays in cache (about 3x faster on a 2-core machine); on GPUs the
 # chunks are only there to bound memory.
 CHUNK_VALUES = {"cpu": 2**20, "other": 2**25}
+
+# The augmentations' settings and their defaults, in one place: the draw_* signatures, draw()
+# and the training scripts' options (config.py) all read them from here.
+RANGES = {
+    "fade_max": 0.5,  # fade in and fade out each last up to this fraction of the clip
+    "time_mask_max": 0.125,  # the masked segment lasts up to this fraction of the clip
+    "time_mask_fill": "noise",  # noise (low-level Gaussian) | zero | a number
+    "time_mask_noise_db": -30.0,  # level of the noise fill relative to the clip's RMS, in dB
+    "time_shift_max": 0.5,  # circular shift by up to this fraction of the clip, either way
+    "pitch_shift_min": -15.0,  # pitch_shift: semitones drawn uniformly from [min, max]
+    "pitch_shift_max": 15.0,  # (pitch_shift_low: |n| <= 5; pitch_shift_high: 5 < |n| <= 15)
+    "time_stretch_min": 0.5,  # time_stretch: rate drawn from [min, max], > 1 is faster
+    "time_stretch_max": 1.5,  # (time_stretch_low: 0.5-1.0; time_stretch_high: 1.0-1.5)
+    "noise_snr_min": 0.0,  # added noise: signal-to-noise ratio drawn from [min, max] dB
+    "noise_snr_max": 20.0,  # (white, pink, brown and mixed noise)
+}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -87,7 +102,7 @@ def _spectrogram_values(length):
 
 # ----------------------------------------------------------------------------- fade
 
-def draw_fade(batch_size, length, sample_rate, generator, fade_max=0.5):
+def draw_fade(batch_size, length, sample_rate, generator, fade_max=RANGES["fade_max"]):
     """Fade-in and fade-out lengths (samples, each uniform in 0..fade_max*length) and a
     shape per clip (0 linear, 1 logarithmic, 2 exponential; 1/3 each)."""
     if not 0 <= fade_max <= 1:
@@ -137,8 +152,9 @@ def apply_fade(waveforms, params, sample_rate):
 
 # ----------------------------------------------------------------------------- time mask
 
-def draw_time_mask(batch_size, length, sample_rate, generator, time_mask_max=0.125,
-                   time_mask_fill="noise", time_mask_noise_db=-30.0):
+def draw_time_mask(batch_size, length, sample_rate, generator, time_mask_max=RANGES["time_mask_max"],
+                   time_mask_fill=RANGES["time_mask_fill"],
+                   time_mask_noise_db=RANGES["time_mask_noise_db"]):
     """One segment per clip: length uniform in 1..time_mask_max*length samples (random,
     unlike the released code's fixed length), start uniform over the positions that keep
     it inside the clip; plus the unit Gaussian noise that fills it when the fill is noise."""
@@ -188,7 +204,7 @@ def apply_time_mask(waveforms, params, sample_rate):
 
 # ----------------------------------------------------------------------------- time shift
 
-def draw_time_shift(batch_size, length, sample_rate, generator, time_shift_max=0.5):
+def draw_time_shift(batch_size, length, sample_rate, generator, time_shift_max=RANGES["time_shift_max"]):
     """Circular shift in samples, uniform in -time_shift_max*length..+time_shift_max*length."""
     if not 0 <= time_shift_max <= 1:
         raise ValueError(f"time_shift_max={time_shift_max} must be in [0, 1]")
@@ -307,8 +323,8 @@ def _stretch(waveforms, rate, window, out_length):
 
 # ----------------------------------------------------------------------------- time stretch
 
-def draw_time_stretch(batch_size, length, sample_rate, generator, time_stretch_min=0.5,
-                      time_stretch_max=1.5):
+def draw_time_stretch(batch_size, length, sample_rate, generator, time_stretch_min=RANGES["time_stretch_min"],
+                      time_stretch_max=RANGES["time_stretch_max"]):
     """Stretch rate per clip, uniform in [time_stretch_min, time_stretch_max]. Convention
     as torchaudio's TimeStretch: rate > 1 plays faster (shorter), rate < 1 slower."""
     _check_range("time_stretch_min", time_stretch_min, "time_stretch_max", time_stretch_max)
@@ -344,8 +360,8 @@ def apply_time_stretch(waveforms, params, sample_rate):
 
 # ----------------------------------------------------------------------------- pitch shift
 
-def draw_pitch_shift(batch_size, length, sample_rate, generator, pitch_shift_min=-15.0,
-                     pitch_shift_max=15.0):
+def draw_pitch_shift(batch_size, length, sample_rate, generator, pitch_shift_min=RANGES["pitch_shift_min"],
+                     pitch_shift_max=RANGES["pitch_shift_max"]):
     """Semitones per clip, uniform in [pitch_shift_min, pitch_shift_max]."""
     _check_range("pitch_shift_min", pitch_shift_min, "pitch_shift_max", pitch_shift_max)
     return {"semitones": _uniform(generator, batch_size, pitch_shift_min, pitch_shift_max)}
@@ -440,7 +456,8 @@ def _draw_noise(batch_size, length, generator, slope, noise_snr_min, noise_snr_m
 def _draw_colour(colour):
     """draw_<colour>_noise: noise of one colour (power slope NOISE_SLOPES[colour]) at an SNR
     uniform in [noise_snr_min, noise_snr_max] dB."""
-    def draw(batch_size, length, sample_rate, generator, noise_snr_min=0.0, noise_snr_max=20.0):
+    def draw(batch_size, length, sample_rate, generator, noise_snr_min=RANGES["noise_snr_min"],
+             noise_snr_max=RANGES["noise_snr_max"]):
         slope = torch.full((batch_size,), NOISE_SLOPES[colour], dtype=torch.float64)
         return _draw_noise(batch_size, length, generator, slope, noise_snr_min, noise_snr_max)
     draw.__name__ = f"draw_{colour}_noise"
@@ -454,8 +471,8 @@ draw_pink_noise = _draw_colour("pink")
 draw_brown_noise = _draw_colour("brown")
 
 
-def draw_mixed_noise(batch_size, length, sample_rate, generator, noise_snr_min=0.0,
-                     noise_snr_max=20.0):
+def draw_mixed_noise(batch_size, length, sample_rate, generator,
+                     noise_snr_min=RANGES["noise_snr_min"], noise_snr_max=RANGES["noise_snr_max"]):
     """White, pink or brown noise (1/3 each, per clip) at a random SNR."""
     slopes = torch.tensor(list(NOISE_SLOPES.values()), dtype=torch.float64)
     slope = slopes[torch.randint(0, len(slopes), (batch_size,), generator=generator)]
@@ -511,18 +528,9 @@ AUGMENTATIONS = {
 NAMES = tuple(AUGMENTATIONS)
 
 DEFAULTS = {
-    "pitch_shift_min": -15.0,
-    "pitch_shift_max": 15.0,
-    "fade_max": 0.5,
-    "time_mask_max": 0.125,
-    "time_mask_fill": "noise",  # 'noise', 'zero' or a constant
-    "time_mask_noise_db": -30.0,  # noise fill RMS relative to the clip's RMS
-    "time_shift_max": 0.5,
-    "time_stretch_min": 0.5,
-    "time_stretch_max": 1.5,
-    "noise_snr_min": 0.0,
-    "noise_snr_max": 20.0,
-    **{f"{name}_p": 1.0 for name in NAMES},  # per-clip probability of applying each one
+    **RANGES,
+    # per-clip probability of applying each augmentation named in --augmentations
+    **{f"{name}_p": 1.0 for name in NAMES},
 }
 
 
@@ -596,67 +604,3 @@ def augment(waveforms: torch.Tensor, names: Sequence[str], sample_rate: int = 16
     batch_size, length = waveforms.shape if waveforms.dim() == 2 else (0, 0)
     return apply(waveforms, draw(names, batch_size, length, sample_rate, generator, **ranges),
                  sample_rate)
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-def _clips_per_second(function, clips, device, repeats=2, warm_up=True):
-    """Clips per second of the best of `repeats` timed calls (after one warm-up call)."""
-    synchronize = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    if warm_up:
-        function()
-    best = math.inf
-    for _ in range(repeats):
-        synchronize()
-        start = time.perf_counter()
-        function()
-        synchronize()
-        best = min(best, time.perf_counter() - start)
-    return clips / best
-
-
-def bench_augmentations(batch_size=256, seconds=1.0, device="cpu") -> list[dict]:
-    """Clips per second of augment() for every name on a random (batch_size, seconds)
-    batch at 16 kHz, and of the naive per-clip torchaudio pitch shift and time stretch on
-    a few clips, with "ratio" = batched / naive."""
-    import torchaudio
-
-    sample_rate = 16000
-    length = int(seconds * sample_rate)
-    generator = torch.Generator().manual_seed(0)
-    waveforms = (0.1 * torch.randn(batch_size, length, generator=generator)).to(device)
-    lines = []
-    for name in NAMES:
-        speed = _clips_per_second(lambda: augment(waveforms, [name], sample_rate, generator),
-                                  batch_size, device)
-        lines.append({"name": f"augment/{name}", "clips_per_second": speed})
-
-    few = waveforms[:3]
-    semitones = draw_pitch_shift(len(few), length, sample_rate, generator)["semitones"].tolist()
-    window = torch.hann_window(STFT_SIZE, device=device)
-    stretcher = torchaudio.transforms.TimeStretch(hop_length=STFT_HOP, n_freq=STFT_SIZE // 2 + 1).to(device)
-    rates = draw_time_stretch(len(few), length, sample_rate, generator)["rate"].tolist()
-
-    def naive_pitch_shift():
-        return [torchaudio.functional.pitch_shift(clip, sample_rate, step)
-                for clip, step in zip(few, semitones)]
-
-    def naive_time_stretch():
-        outs = []
-        for clip, rate in zip(few, rates):
-            spectrogram = torch.stft(clip, STFT_SIZE, STFT_HOP, window=window, return_complex=True)
-            stretched = torch.istft(stretcher(spectrogram, rate), STFT_SIZE, STFT_HOP, window=window)
-            outs.append(F.pad(stretched, (0, max(0, length - stretched.shape[-1])))[:length])
-        return outs
-
-    for name, naive in (("pitch_shift", naive_pitch_shift), ("time_stretch", naive_time_stretch)):
-        # No warm-up: torchaudio builds a new resampling kernel for every semitone anyway.
-        speed = _clips_per_second(naive, len(few), device, repeats=1, warm_up=False)
-        batched = next(line["clips_per_second"] for line in lines if line["name"] == f"augment/{name}")
-        lines.append({"name": f"baseline/{name}", "clips_per_second": speed, "ratio": batched / speed})
-    return lines
-
-
-if __name__ == "__main__":
-    for line in bench_augmentations():
-        print(line)

@@ -30,10 +30,11 @@ import torch
 import augmentation
 import config as config_module
 import dataset
-import engine
+import options
 import selfsupervised
 import supervised
 import train
+from trainer import Trainer
 
 device = 'auto'               # auto | cpu | cuda
 batch_size = 32               # clips per step (two views each in the contrastive regimes)
@@ -113,6 +114,34 @@ def synthetic_data(clips, clip_samples, folder):
                              [], [])
 
 
+def baseline_speeds(waves, device, seconds, clips=3):
+    """Clips per second of the obvious per-clip way to pitch-shift (torchaudio's
+    functional.pitch_shift, random semitones) and time-stretch (torchaudio's TimeStretch on
+    each clip's STFT), on a few clips: what the batched augmentations are compared with."""
+    import torchaudio
+    few, length = waves[:clips], waves.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    semitones = augmentation.draw_pitch_shift(clips, length, 16000, generator)['semitones'].tolist()
+    rates = augmentation.draw_time_stretch(clips, length, 16000, generator)['rate'].tolist()
+    size, hop = augmentation.STFT_SIZE, augmentation.STFT_HOP
+    window = torch.hann_window(size, device=device)
+    stretcher = torchaudio.transforms.TimeStretch(hop_length=hop, n_freq=size // 2 + 1).to(device)
+
+    def pitch_shift():
+        return [torchaudio.functional.pitch_shift(clip, 16000, n) for clip, n in zip(few, semitones)]
+
+    def time_stretch():
+        out = []
+        for clip, rate in zip(few, rates):
+            spectrogram = torch.stft(clip, size, hop, window=window, return_complex=True)
+            stretched = torch.istft(stretcher(spectrogram, rate), size, hop, window=window)
+            out.append(torch.nn.functional.pad(stretched, (0, max(0, length - len(stretched))))[:length])
+        return out
+    # torchaudio builds a new resampling kernel for every semitone: each call is a cold one
+    return {'pitch_shift': timed(pitch_shift, clips, device, seconds / 4),
+            'time_stretch': timed(time_stretch, clips, device, seconds / 4)}
+
+
 class FeaturesOnly(torch.nn.Module):
     """The model from its front end's output on: the model-only step feeds spectrograms."""
 
@@ -127,7 +156,7 @@ class FeaturesOnly(torch.nn.Module):
 def main(argv):
     opts = config_module.parse_args(config_module.defaults_of(globals()), argv,
                                     sources=[__file__], program='bench.py')
-    run_device = engine.resolve_device(opts['device'])
+    run_device = options.resolve_device(opts['device'])
     lines = []
 
     def report(name, clips_per_second, **extra):
@@ -157,13 +186,12 @@ def main(argv):
 
     def make_trainer(regime, **overrides):
         script, train_on = regimes[regime]
-        cfg = config_module.defaults_of(vars(script))
+        cfg = config_module.script_defaults(vars(script))
         cfg.update({k: opts[k] for k in ('device', 'dtype', 'compile', 'encoder', 'encoder_width',
                                          'augmentations', 'batch_size', 'channels_last')},
                    clip_seconds=opts['clip_seconds'], label_fraction=1.0, **overrides)
-        engine.check(cfg)
-        return engine.Trainer(cfg, regime, script.loss, train_on, data, run_device,
-                              Path(scratch.name), 0, 1)
+        options.check(cfg)
+        return Trainer(cfg, regime, script.loss, train_on, data, run_device)
 
     def step_of(trainer):
         return lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled)
@@ -205,12 +233,9 @@ def main(argv):
     report('clar_step_over_model_step', steps['clar'],
            ratio=round(steps['clar'] / steps['model_step'], 3))
     if opts['baselines']:
-        for line in augmentation.bench_augmentations(batch_size=opts['augment_batch'],
-                                                     seconds=opts['clip_seconds'],
-                                                     device=str(run_device)):
-            if line['name'].startswith('baseline/'):
-                report(line['name'], line['clips_per_second'],
-                       **{k: v for k, v in line.items() if k not in ('name', 'clips_per_second')})
+        for name, speed in baseline_speeds(waves, run_device, opts['seconds']).items():
+            batched = next(l['clips_per_second'] for l in lines if l['name'] == f'augment/{name}')
+            report(f'baseline/{name}', speed, ratio=round(batched / speed, 1))
     memory = memory_mib() or {}
     if run_device.type == 'cuda':
         memory['cuda_peak_mib'] = torch.cuda.max_memory_allocated(run_device) / 2 ** 20

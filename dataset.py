@@ -1,11 +1,9 @@
 """Datasets as fixed-length 16 kHz mono clips, read through an on-disk waveform cache.
 
 Each dataset is a listing of (audio file, optional start offset, class, split). The first use
-decodes every clip once (soundfile; resampled, downmixed, zero-padded or cropped on the right)
-into an int16 array under `cache_dir`, memory-mapped afterwards: no epoch decodes audio again.
-The cache holds audio only: it is keyed by the files' names, offsets, sizes and modification
-times (and the rate and length), so it is rebuilt when they change, and datasets that differ
-only in labels or splits (NSynth's two labels, ESC's five test folds) share one cache.
+decodes every clip once into an int16 array under `cache_dir` (audio.py: decoding and the
+cache), memory-mapped afterwards: no epoch decodes audio again. Datasets that differ only in
+labels or splits (NSynth's two labels, ESC's five test folds) share one cache.
 
     data = load('speechcommands', 'data', cache_dir='~/.cache/clar')
     data.waves[i]            # int16 samples of clip i
@@ -30,19 +28,14 @@ Datasets (`--dataset=`), their layouts under `--data_root` and splits:
     folder            your own: one sub-folder of audio files per class
 """
 import csv
-import functools
-import hashlib
 import json
-import math
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,14 +45,10 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-try:
-    import fcntl                    # one process builds a cache while others wait (POSIX)
-except ImportError:
-    fcntl = None
-
+import audio
+from audio import AUDIO_EXTENSIONS, audio_files
 from config import UserError
 
-AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg')
 SPLITS = ('train', 'val', 'test')
 SC09_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 SC12_KEYWORDS = ('yes', 'no', 'up', 'down', 'left', 'right', 'on', 'off', 'stop', 'go')
@@ -71,9 +60,8 @@ ESC50_URL = 'https://github.com/karoldvl/ESC-50/archive/master.zip'
 FSDD_URL = 'https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip'
 ESC_FOLDS = (1, 2, 3, 4, 5)
 FSDD_NAME = re.compile(r'^(\d)_([^_]+)_(\d+)\.wav$')
-# options of some datasets only, passed to load() by name (engine.dataset_options)
+# options of some datasets only, passed to load() by name (options.dataset_options)
 EXTRA_OPTIONS = ('nsynth_label', 'test_fold')
-CACHE_VERSION = 2
 
 
 @dataclass
@@ -109,36 +97,15 @@ class AudioData:
         order = np.sort(np.asarray(indices, dtype=np.int64))
         if len(order) and (order[0] < 0 or order[-1] >= len(self.waves)):
             raise IndexError(f'clip indices must be in [0, {len(self.waves)})')
-        rows = np.asarray(self.waves)                   # the memmap as a plain array view
-        labels = torch.from_numpy(self.labels[order])
         device = torch.device(device)
+        waves = audio.to_float(self.waves, order, device)
+        labels = torch.from_numpy(self.labels[order])
         if device.type == 'cuda':
-            # gather the int16 rows straight into pinned memory, send half the bytes of
-            # float32, convert on the GPU
-            staged = torch.empty((len(order), rows.shape[1]), dtype=torch.int16, pin_memory=True)
-            np.take(rows, order, axis=0, out=staged.numpy(), mode='clip')
-            waves = staged.to(device, non_blocking=True).float().mul_(1 / 32768)
             return waves, labels.pin_memory().to(device, non_blocking=True), order
-        # one pass per row from the memmap to float32, while the row is in cache (a gather
-        # then a conversion would pass over the batch three times)
-        # (numpy's allocator asks for huge pages: fewer page faults on large batches)
-        out = np.empty((len(order), rows.shape[1]), dtype=np.float32)
-        for row, i in enumerate(order):
-            np.multiply(rows[i], _SCALE, out=out[row])
-        waves = torch.from_numpy(out).to(device)
-        return waves, labels.to(device), order
-
-
-_SCALE = np.float32(1 / 32768)          # int16 -> [-1, 1); exact (a power of two)
+        return waves.to(device), labels.to(device), order
 
 
 # ---------------------------------------------------------------- listings
-
-def audio_files(folder):
-    """Every .wav/.flac/.ogg file under `folder`, recursively, sorted."""
-    return sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in AUDIO_EXTENSIONS
-                  and p.is_file())
-
 
 def _read_list(path):
     if not path.exists():
@@ -519,174 +486,25 @@ def fetch(url, destination, what, size='', keep=None):
     print(f'{what} is in {destination}')
 
 
-# ---------------------------------------------------------------- decoding
-
-def read_clip(path, sample_rate, clip_samples, offset=0.0):
-    """Decode `clip_samples` float32 mono samples at `sample_rate` from `path`, starting
-    `offset` seconds into the file. Raises ValueError with the reason when it cannot."""
-    try:
-        with soundfile.SoundFile(path) as audio:
-            rate, length = audio.samplerate, audio.frames
-            start = int(round(offset * rate))
-            past_end = start > 0 and start >= length
-            if start and not past_end:
-                audio.seek(start)
-            # only what the clip needs, plus a margin wider than the resampling filter
-            # (identical samples to resampling the whole file)
-            frames = math.ceil(clip_samples * rate / sample_rate) + 64 * math.ceil(rate / sample_rate)
-            samples = None if past_end else audio.read(frames, dtype='float32', always_2d=True)
-    except Exception as error:          # soundfile raises several types for broken files
-        raise ValueError(f'unreadable audio ({error})') from None
-    if samples is None:
-        raise ValueError(f'offset {offset:g} s is past the end ({length / rate:.3f} s)')
-    if samples.size == 0:
-        raise ValueError('no samples')
-    if not np.isfinite(samples).all():
-        raise ValueError('NaN or infinite samples')
-    mono = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
-    if rate != sample_rate:
-        mono = resampler(rate, sample_rate)(mono)
-    return fit_length(mono, clip_samples).numpy()
-
-
-def fit_length(wave, clip_samples):
-    """Crop or zero-pad a (T,) waveform on the right to clip_samples, float32."""
-    clip = torch.zeros(clip_samples, dtype=torch.float32)
-    clip[:min(clip_samples, len(wave))] = wave[:clip_samples]
-    return clip
-
-
-def to_int16(clips):
-    """Float samples in [-1, 1) to the int16 values the waveform cache stores."""
-    return np.round(np.clip(clips, -1.0, 32767 / 32768) * 32768).astype(np.int16)
-
-
-@functools.lru_cache(maxsize=16)
-def resampler(rate, sample_rate):
-    """torchaudio's resampling (the same samples as torchaudio.functional.resample), with
-    its filter kernel computed once per pair of rates rather than per clip."""
-    return torchaudio.transforms.Resample(rate, sample_rate)
-
-
-def _offsets(listing_):
-    return listing_.offsets if listing_.offsets is not None else [0.0] * len(listing_.paths)
-
-
-def _fingerprint(listing_, sample_rate, clip_samples):
-    """Identifies the audio of a cache: rate, length and each clip's file (name, size, time)
-    and offset. Classes and splits are not in it: they come from the listing at load time."""
-    digest = hashlib.sha1(f'{CACHE_VERSION}|{sample_rate}|{clip_samples}\n'.encode())
-    for path, offset in zip(listing_.paths, _offsets(listing_)):
-        try:
-            stat = os.stat(path)
-            size, modified = stat.st_size, stat.st_mtime_ns
-        except OSError:                 # a missing file: the build names it
-            size = modified = -1
-        digest.update(f'{path}|{offset!r}|{size}|{modified}\n'.encode())
-    return digest.hexdigest()[:16]
-
-
-def decode_workers():
-    """Threads that decode while building a cache (soundfile and torch release the GIL)."""
-    return max(1, min(8, (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-                          else os.cpu_count() or 1)))
-
-
-def build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files=False, workers=None):
-    """Decode every clip into folder/waves.npy and folder/index.json, atomically: the
-    folder appears only when complete. Clips are decoded by a few threads, written in order
-    into the memory-mapped array (streaming: memory use does not grow with the dataset)."""
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    needed = len(listing_.paths) * clip_samples * 2
-    free = shutil.disk_usage(parent).free
-    if needed > free:
-        raise UserError(f'the waveform cache of {len(listing_.paths)} clips needs '
-                        f'{needed / 2**30:.1f} GiB but {parent} has {free / 2**30:.1f} GiB free; '
-                        f'point --cache_dir elsewhere')
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + '.partial-', dir=parent))
-    offsets = _offsets(listing_)
-
-    def decode(i):
-        try:
-            return read_clip(listing_.paths[i], sample_rate, clip_samples, offsets[i]), None
-        except ValueError as error:
-            return None, str(error)
-
-    workers = workers or decode_workers()
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # parallel over clips instead: much faster per clip
-    try:
-        waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
-                                          shape=(len(listing_.paths), clip_samples))
-        kept, skipped = [], []
-        chunk = 16 * workers
-        with tqdm(total=len(listing_.paths), desc=f'caching {folder.name}', unit='clip',
-                  mininterval=1.0) as progress:
-            for first in range(0, len(listing_.paths), chunk):
-                numbers = range(first, min(first + chunk, len(listing_.paths)))
-                for i, (clip, error) in zip(numbers, pool.map(decode, numbers) if pool
-                                            else map(decode, numbers)):
-                    progress.update()
-                    if error is not None:
-                        where = listing_.paths[i] + (f' at {offsets[i]:g} s' if offsets[i] else '')
-                        if not skip_bad_files:
-                            raise UserError(f'{where}: {error}. Remove or fix the file, or run '
-                                            f'with --skip_bad_files=True to skip such files.')
-                        skipped.append(f'{where}: {error}')
-                        continue
-                    waves[len(kept)] = to_int16(clip)
-                    kept.append(i)
-        waves.flush()
-        del waves
-        index = {
-            'kept': kept, 'paths': [listing_.paths[i] for i in kept],
-            'offsets': [offsets[i] for i in kept], 'count': len(kept), 'skipped': skipped,
-            'sample_rate': sample_rate, 'clip_samples': clip_samples,
-        }
-        (partial / 'index.json').write_text(json.dumps(index))
-        os.replace(partial, folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        torch.set_num_threads(torch_threads)
-        if pool:
-            pool.shutdown(cancel_futures=True)
-
-
 def load(name, data_root='data', cache_dir='~/.cache/clar', sample_rate=16000,
          clip_seconds=0.0, download=False, skip_bad_files=False, seed=0,
          nsynth_label='instrument_family', test_fold=5):
-    """The dataset `name` as AudioData, decoding into the cache on first use. One process
-    builds a given cache while others (several ranks, several runs) wait for it."""
-    listing_ = listing(name, data_root, cache_dir, download, seed, nsynth_label, test_fold)
-    clip_samples = int(round((clip_seconds or listing_.clip_seconds) * sample_rate))
-    key = _fingerprint(listing_, sample_rate, clip_samples)
+    """The dataset `name` as AudioData, decoding into the waveform cache on first use."""
+    found = listing(name, data_root, cache_dir, download, seed, nsynth_label, test_fold)
+    clip_samples = int(round((clip_seconds or found.clip_seconds) * sample_rate))
+    offsets = found.offsets if found.offsets is not None else [0.0] * len(found.paths)
+    key = audio.fingerprint(found.paths, offsets, sample_rate, clip_samples)
     folder = Path(cache_dir).expanduser() / 'waveforms' / f'{name}-{sample_rate}-{clip_samples}-{key}'
-    if not (folder / 'index.json').exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / f'{folder.name}.lock', 'w') as lock:
-            if fcntl:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / 'index.json').exists():
-                build_cache(folder, listing_, sample_rate, clip_samples, skip_bad_files)
-    index = json.loads((folder / 'index.json').read_text())
-    if index['skipped'] and not skip_bad_files:
-        raise UserError(f'the cached {name} dataset skipped {len(index["skipped"])} bad files '
-                        f'(first: {index["skipped"][0]}); run with --skip_bad_files=True')
-    if index['skipped']:
-        print(f'skipped {len(index["skipped"])} bad audio files (listed in {folder}/index.json)')
-    waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
+    waves, index = audio.cached(folder, found.paths, offsets, sample_rate, clip_samples,
+                                skip_bad_files, what=f'{name} dataset')
     kept = np.asarray(index['kept'], dtype=np.int64)
-    class_to_label = {c: i for i, c in enumerate(listing_.classes)}
-    labels = np.array([class_to_label[listing_.class_names[i]] for i in kept], dtype=np.int64)
-    split_of = np.array([listing_.splits[i] for i in kept])
+    class_to_label = {c: i for i, c in enumerate(found.classes)}
+    labels = np.array([class_to_label[found.class_names[i]] for i in kept], dtype=np.int64)
+    split_of = np.array([found.splits[i] for i in kept])
     splits = {s: np.flatnonzero(split_of == s) for s in SPLITS}
-    return AudioData(name, list(listing_.classes), sample_rate, clip_samples, waves, labels,
+    return AudioData(name, list(found.classes), sample_rate, clip_samples, waves, labels,
                      splits, index['paths'], index['skipped'],
-                     index['offsets'] if listing_.offsets is not None else None)
+                     index['offsets'] if found.offsets is not None else None)
 
 
 def labelled_subset(labels, train_indices, fraction, seed=0):

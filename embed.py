@@ -24,16 +24,16 @@ import numpy as np
 import torch
 
 import config as config_module
-import dataset
-import engine
+import audio
 from config import UserError
+from options import resolve_device
 from evaluate import load as load_checkpoint
 
 DEFAULTS = {'device': 'auto', 'batch_size': 64, 'clip_seconds': 0.0, 'skip_bad_files': False}
-# dataset.read_clip's resampler: the same samples for a waveform given in memory as for
+# audio.read_clip's resampler: the same samples for a waveform given in memory as for
 # that waveform read from a file (the quiet bins of a log spectrogram notice even float
 # rounding, through the 16-bit rounding)
-resampler = dataset.resampler
+resampler = audio.resampler
 
 
 def load_model(path, device='cpu'):
@@ -54,7 +54,7 @@ def clip_samples_of(checkpoint, clip_seconds=0.0):
 
 def quantize(waves):
     """Round to 16 bits as the waveform cache stores training clips (exact in float32)."""
-    return torch.from_numpy(dataset.to_int16(waves.numpy())).float() * (1 / 32768)
+    return torch.from_numpy(audio.to_int16(waves.numpy())).float() * (1 / 32768)
 
 
 @torch.no_grad()
@@ -95,7 +95,7 @@ def embed(checkpoint, waveforms, sample_rate, device='cpu', batch_size=64, clip_
             raise ValueError(f'each waveform must be one mono channel (T,), got {tuple(clip.shape)}')
         if sample_rate != model_rate:
             clip = resampler(sample_rate, model_rate)(clip)
-        prepared.append(dataset.fit_length(clip, clip_samples))
+        prepared.append(audio.fit_length(clip, clip_samples))
     waves = quantize(torch.stack(prepared)) if prepared else torch.zeros(0, clip_samples)
     return embed_waves(model, waves, device, batch_size)
 
@@ -106,7 +106,7 @@ def _read(paths, sample_rate, clip_samples, skipped=None):
     clips, kept = [], []
     for path in paths:
         try:
-            clip = dataset.read_clip(str(path), sample_rate, clip_samples)
+            clip = audio.read_clip(str(path), sample_rate, clip_samples)
         except ValueError as error:
             if skipped is None:
                 raise UserError(f'{path}: {error}; fix or remove the file, or use '
@@ -145,9 +145,9 @@ def audio_files(folder):
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f'{folder}: no such folder')
-    files = dataset.audio_files(folder)
+    files = audio.audio_files(folder)
     if not files:
-        raise UserError(f'{folder}: no audio files ({", ".join(dataset.AUDIO_EXTENSIONS)}) in it '
+        raise UserError(f'{folder}: no audio files ({", ".join(audio.AUDIO_EXTENSIONS)}) in it '
                         f'or its sub-folders')
     return files
 
@@ -165,7 +165,7 @@ def main(argv=None):
     out = Path(out).expanduser()
     if out.suffix not in ('.npy', '.npz'):
         raise UserError(f'{out}: the output is a .npy (with a .paths.txt beside it) or a .npz file')
-    device = engine.resolve_device(options['device'])
+    device = resolve_device(options['device'])
     if options['batch_size'] < 1:
         raise UserError('--batch_size must be at least 1')
     files = audio_files(folder)

@@ -29,9 +29,9 @@ import torch
 
 import config as config_module
 import dataset
-import engine
 import evaluation
-import model as model_module
+import options
+from checkpoint import load_model
 from config import UserError
 from rundir import checkpoint_path
 
@@ -44,7 +44,7 @@ def load(path, device='cpu'):
     """(model in eval mode, checkpoint dict, checkpoint file) for a run dir or .pt file."""
     file = checkpoint_path(path)
     try:
-        model, checkpoint = model_module.load_checkpoint(file, device)
+        model, checkpoint = load_model(file, device)
     except Exception as error:          # torch.load and a foreign file: many types
         raise UserError(f'{file}: cannot load it as a checkpoint of this project '
                         f'({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""})') from None
@@ -56,49 +56,7 @@ def load_data(cfg, data_root='', cache_dir=''):
     return dataset.load(cfg['dataset'], data_root or cfg['data_root'], cache_dir or cfg['cache_dir'],
                         cfg['sample_rate'], cfg['clip_seconds'], False,
                         cfg.get('skip_bad_files', False), cfg.get('label_seed', 0),
-                        **engine.dataset_options(cfg))
-
-
-@torch.no_grad()
-def confusion(predictions, labels, num_classes):
-    """matrix[true][predicted] = number of clips."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
-    return matrix
-
-
-def summarise(matrix, classes):
-    total = matrix.sum()
-    per_class = {name: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
-                 for i, name in enumerate(classes)}
-    return {'accuracy': float(np.trace(matrix) / total) if total else 0.0,
-            'clips': int(total), 'per_class_accuracy': per_class}
-
-
-def plot_confusion(matrix, classes, title, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    size = max(4.0, 0.45 * len(classes) + 2)
-    figure, axis = plt.subplots(figsize=(size + 1, size))
-    rows = matrix.sum(1, keepdims=True)
-    shares = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
-    image = axis.imshow(shares, cmap='Blues', vmin=0, vmax=1)
-    figure.colorbar(image, ax=axis, fraction=0.046, label='share of the true class')
-    axis.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 6 else 0, fontsize=8)
-    axis.set_yticks(range(len(classes)), classes, fontsize=8)
-    axis.set_xlabel('predicted')
-    axis.set_ylabel('true')
-    if len(classes) <= 20:
-        for i in range(len(classes)):
-            for j in range(len(classes)):
-                if matrix[i, j]:
-                    axis.text(j, i, str(matrix[i, j]), ha='center', va='center', fontsize=7,
-                              color='white' if shares[i, j] > 0.5 else 'black')
-    axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+                        **options.dataset_options(cfg))
 
 
 def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_dir='',
@@ -112,7 +70,7 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
                         f'valid: {", ".join(SPLITS)}, comma-separated')
     if classifier not in ('auto', 'head', 'probe'):
         raise UserError(f'--classifier={classifier}; valid: auto, head, probe')
-    device = engine.resolve_device(device)
+    device = options.resolve_device(device)
     model, checkpoint, file = load(path, device)
     cfg, regime = checkpoint['config'], checkpoint['regime']
     if classifier == 'auto':
@@ -122,7 +80,7 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
         raise UserError(f'the dataset\'s classes ({", ".join(data.classes[:5])}...) are not the '
                         f'ones this model was trained on ({", ".join(checkpoint["classes"][:5])}...): '
                         f'is --data_root the same dataset?')
-    amp_dtype = engine.autocast_dtype(cfg, device)
+    amp_dtype = options.autocast_dtype(cfg, device)
     wanted = {s: np.sort(data.splits[s]) for s in splits}
     empty = [s for s, i in wanted.items() if len(i) == 0]
     if empty:
@@ -154,8 +112,8 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
     say(f'{file}: {regime} on {cfg["dataset"]}, epoch {checkpoint.get("epoch")}; '
         f'accuracy from the {source}')
     for split in splits:
-        matrix = confusion(predictions[split].numpy(), labels[split].numpy(), len(data.classes))
-        summary = summarise(matrix, data.classes)
+        matrix = evaluation.confusion(predictions[split].numpy(), labels[split].numpy(), len(data.classes))
+        summary = evaluation.summarise(matrix, data.classes)
         report['splits'][split] = summary
         report[f'{split}_accuracy'] = summary['accuracy']
         say(f'{split} accuracy {summary["accuracy"]:.4f} ({summary["clips"]} clips)')
@@ -166,7 +124,7 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
             {'split': split, 'classes': list(data.classes), 'rows': 'true class',
              'columns': 'predicted class', 'matrix': matrix.tolist(), 'accuracy_from': source,
              'accuracy': summary['accuracy']}, indent=1) + '\n')
-        plot_confusion(matrix, list(data.classes),
+        evaluation.plot_confusion(matrix, list(data.classes),
                        f'{cfg["dataset"]} {split}: accuracy {summary["accuracy"]:.3f}\n{regime}, '
                        f'{classifier}', f'{base}.png')
     saved = None

@@ -3,6 +3,9 @@
 Test clips are never augmented and never used to choose anything: the linear probe's
 weight decay is chosen on the validation split.
 """
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -78,7 +81,62 @@ def accuracy(model, data, indices, device, amp_dtype):
     """Accuracy of the model's own classification head on the clips `indices`."""
     indices = np.sort(indices)
     logits, _ = outputs(model, data, indices, device, amp_dtype)
-    return _summary(logits.argmax(1), torch.from_numpy(data.labels[indices]), data.classes)
+    predictions = logits.argmax(1)
+    return {**_summary(predictions, torch.from_numpy(data.labels[indices]), data.classes),
+            'predictions': predictions}
+
+
+def confusion(predictions, labels, num_classes):
+    """matrix[true][predicted] = number of clips."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def summarise(matrix, classes):
+    total = matrix.sum()
+    per_class = {name: (float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None)
+                 for i, name in enumerate(classes)}
+    return {'accuracy': float(np.trace(matrix) / total) if total else 0.0,
+            'clips': int(total), 'per_class_accuracy': per_class}
+
+
+def plot_confusion(matrix, classes, title, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    size = max(4.0, 0.45 * len(classes) + 2)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    rows = matrix.sum(1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros(matrix.shape, dtype=float), where=rows > 0)
+    image = axis.imshow(shares, cmap='Blues', vmin=0, vmax=1)
+    figure.colorbar(image, ax=axis, fraction=0.046, label='share of the true class')
+    axis.set_xticks(range(len(classes)), classes, rotation=90 if len(classes) > 6 else 0, fontsize=8)
+    axis.set_yticks(range(len(classes)), classes, fontsize=8)
+    axis.set_xlabel('predicted')
+    axis.set_ylabel('true')
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if matrix[i, j]:
+                    axis.text(j, i, str(matrix[i, j]), ha='center', va='center', fontsize=7,
+                              color='white' if shares[i, j] > 0.5 else 'black')
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_confusion(predictions, labels, classes, base, title):
+    """confusion matrix of `predictions` against `labels` as base.json and base.png; returns
+    the image's path."""
+    matrix = confusion(np.asarray(predictions), np.asarray(labels), len(classes))
+    accuracy = summarise(matrix, classes)['accuracy']
+    Path(f'{base}.json').write_text(json.dumps(
+        {'classes': list(classes), 'rows': 'true class', 'columns': 'predicted class',
+         'matrix': matrix.tolist(), 'accuracy': accuracy}, indent=1) + '\n')
+    plot_confusion(matrix, list(classes), f'{title}\naccuracy {accuracy:.3f}', f'{base}.png')
+    return Path(f'{base}.png')
 
 
 def fit_linear(features, labels, num_classes, weight_decay, steps=100):
@@ -144,11 +202,13 @@ def linear_probe(model, data, train_indices, device, amp_dtype, kind='linear'):
     test = (_summary(predictions['test'], labels['test'], data.classes) if 'test' in predictions
             else {'accuracy': 0.0, 'per_class': {}})
     return {'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
-            'per_class_test_accuracy': test['per_class'], 'weight_decay': weight_decay}
+            'per_class_test_accuracy': test['per_class'], 'weight_decay': weight_decay,
+            'test_predictions': predictions.get('test', torch.zeros(0, dtype=torch.long))}
 
 
 def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, probe_kind='linear'):
-    """The numbers of results.json for the chosen (best-on-validation) weights."""
+    """The numbers of results.json for the chosen (best-on-validation) weights, and the
+    test predictions (in the order of data.splits['test']) of the classifier they report."""
     head = {s: accuracy(model, data, data.splits[s], device, amp_dtype) for s in ('val', 'test')}
     probe = linear_probe(model, data, labelled_indices, device, amp_dtype, probe_kind)
     own_head = head_name(regime)
@@ -164,8 +224,7 @@ def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, 
         results.update(val_accuracy=probe['val_accuracy'], test_accuracy=probe['test_accuracy'],
                        per_class_test_accuracy=probe['per_class_test_accuracy'],
                        test_accuracy_from=probe_name)
-    else:
-        results.update(val_accuracy=head['val']['accuracy'], test_accuracy=head['test']['accuracy'],
-                       per_class_test_accuracy=head['test']['per_class'],
-                       test_accuracy_from=own_head)
-    return results
+        return results, probe['test_predictions']
+    results.update(val_accuracy=head['val']['accuracy'], test_accuracy=head['test']['accuracy'],
+                   per_class_test_accuracy=head['test']['per_class'], test_accuracy_from=own_head)
+    return results, head['test']['predictions']

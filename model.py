@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rundir import checkpoint_path
 from spectograms import Spectrogram
 
 HEADS = ('clar', 'selfsupervised', 'supervised')
@@ -134,15 +133,6 @@ def build(cfg, num_classes, regime):
     """The model a run's configuration describes."""
     return ClarModel(num_classes, regime, cfg['sample_rate'], cfg['frontend'],
                      cfg['encoder_width'], cfg['projection_dim'], cfg.get('encoder', 'resnet2d'))
-
-
-def load_checkpoint(path, device='cpu'):
-    """A trained model from a checkpoint file or a run directory (its checkpoint_best.pt),
-    in eval mode, with the checkpoint dict (config, classes, regime, epoch...)."""
-    checkpoint = torch.load(checkpoint_path(path), map_location=device, weights_only=False)
-    model = build(checkpoint['config'], len(checkpoint['classes']), checkpoint['regime'])
-    model.load_state_dict(checkpoint['model'])
-    return model.to(device).eval(), checkpoint
 
 
 def nt_xent(z1, z2, temperature=0.5):

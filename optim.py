@@ -7,6 +7,8 @@ parameters are neither decayed nor adapted, as in SimCLR and the released CLAR c
 """
 import torch
 
+OPTIMIZERS = ('adam', 'lars')
+
 
 def build(model, name, learning_rate, weight_decay, trust_coefficient=0.001):
     """`adam`: Adam with weight decay on every parameter. `lars`: Adam whose gradients are

@@ -28,6 +28,8 @@ from config import UserError
 
 DEFAULTS = {'out': 'img', 'table': ''}
 REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
+# what runs made before these options existed used (their config.json lacks them)
+EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask'}
 # runs differing only in these are the same experiment (replicates, or bookkeeping)
 REPLICATES = ('seed', 'test_fold')
 BOOKKEEPING = ('regime', 'dataset', 'label_fraction', 'run_name', 'out_dir', 'resume',
@@ -83,8 +85,8 @@ def collect(runs_dir):
             continue
         cfg = read_json(path.parent / 'config.json') or {}
         settings = {k: v for k, v in cfg.items() if k not in BOOKKEEPING and k not in REPLICATES}
-        settings.setdefault('encoder', config_module.encoder)
-        settings.setdefault('augmentations', config_module.augmentations)
+        for name, value in EARLIER_RUNS.items():
+            settings.setdefault(name, value)
         records.append({
             'run_dir': path.parent, 'results': results, 'config': cfg,
             'regime': regime_of(results, cfg),

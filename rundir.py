@@ -1,10 +1,13 @@
-"""Run directories: one per run, never overwritten; atomic checkpoints and JSON files."""
+"""Run directories: one per run, never overwritten; atomic JSON files, status and logs."""
 import json
+import netrc
 import os
+import secrets
+import string
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
-import torch
 
 from config import UserError
 
@@ -79,12 +82,6 @@ def write_json(path, value):
     os.replace(temporary, path)
 
 
-def save_checkpoint(state, path):
-    temporary = Path(f'{path}.tmp')
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
 def read_json(path):
     """The JSON in `path`, or None when there is no such file."""
     path = Path(path)
@@ -115,28 +112,87 @@ class Status:
             write_json(self.path, {'status': state, 'time': time.strftime('%Y-%m-%d %H:%M:%S'), **extra})
 
 
+def init_from_file(path):
+    """The checkpoint file --init_from names; UserError when there is none."""
+    try:
+        return checkpoint_path(path)
+    except UserError as error:
+        raise UserError(f'--init_from: no such checkpoint ({error})') from None
+
+
+def check_wandb(mode):
+    """Refuse --wandb before the run directory is made when it cannot work: no wandb
+    package, or (online) no credentials."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        raise UserError(f'--wandb={mode} needs the wandb package: pip install wandb '
+                        f'(or run with --wandb=off)') from None
+    if mode == 'online' and not _wandb_credentials():
+        raise UserError('--wandb=online needs Weights & Biases credentials: run `wandb login` '
+                        '(or set WANDB_API_KEY); --wandb=offline logs without an account')
+
+
+def _wandb_credentials():
+    """An API key in the environment, or in the netrc file `wandb login` writes."""
+    if os.environ.get('WANDB_API_KEY'):
+        return True
+    host = urlparse(os.environ.get('WANDB_BASE_URL', 'https://api.wandb.ai')).hostname
+    try:
+        return netrc.netrc(os.environ.get('NETRC')).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
 class Logger:
-    """metrics.jsonl, one line per epoch, and optionally Weights & Biases."""
+    """metrics.jsonl (one line per epoch) and, with --wandb, Weights & Biases: the config,
+    the loss and learning rate every log_every steps, validation per epoch, the results and
+    the test confusion matrix. A resumed run continues the same wandb run (its id is kept
+    in the run directory, wandb_id.txt)."""
 
-    def __init__(self, run_dir, cfg):
+    def __init__(self, run_dir, cfg, regime, enabled=True):
         self.path = Path(run_dir) / 'metrics.jsonl'
-        self.wandb = None
-        if cfg['wandb'] != 'off':
-            try:
-                import wandb
-            except ImportError:
-                raise UserError('--wandb needs the wandb package: pip install wandb') from None
-            self.wandb = wandb.init(project='clar', name=cfg['run_name'], config=cfg,
-                                    mode=cfg['wandb'], dir=str(run_dir))
+        self.enabled, self.wandb = enabled, None     # only the main process logs
+        if enabled and cfg['wandb'] != 'off':
+            import wandb
+            id_file = Path(run_dir) / 'wandb_id.txt'
+            if id_file.exists():
+                run_id = id_file.read_text().strip()
+            else:
+                run_id = ''.join(secrets.choice(string.ascii_lowercase + string.digits)
+                                 for _ in range(8))
+                id_file.write_text(run_id + '\n')
+            self.wandb = wandb.init(
+                project=cfg['wandb_project'], name=cfg['run_name'], id=run_id, resume='allow',
+                config={'regime': regime, **cfg}, mode=cfg['wandb'], dir=str(run_dir),
+                settings=wandb.Settings(console='off', quiet=True))
 
-    def epoch(self, record):
+    def step(self, step, record):
+        if self.wandb:
+            self.wandb.log(record, step=step)
+
+    def epoch(self, step, record):
+        if not self.enabled:
+            return
         with open(self.path, 'a') as log:
             log.write(json.dumps(record) + '\n')
         if self.wandb:
-            self.wandb.log(record, step=record['epoch'])
+            self.wandb.log(record, step=step)
 
-    def close(self, results):
+    def results(self, step, results, confusion_image=None):
         if self.wandb:
+            import wandb
+            if confusion_image:
+                self.wandb.log({'test_confusion_matrix': wandb.Image(str(confusion_image))},
+                               step=step)
             self.wandb.summary.update({k: v for k, v in results.items()
                                        if isinstance(v, (int, float, str))})
-            self.wandb.finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        """Close the wandb run however the run ends (a stopped run is resumed into it)."""
+        if self.wandb:
+            self.wandb.finish(exit_code=0 if kind is None else 1)
+            self.wandb = None

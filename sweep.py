@@ -200,10 +200,9 @@ def plan(cfg, seeds=None, extras=None, data_roots=None, sweep_dir=Path('.')):
             _check_options(group, f'sweep configuration options of {name}')
         axes = [_as_list(matrix[k]) if k in matrix else None for k in
                 ('seeds', 'datasets', 'encoders', 'augmentations', 'label_fractions')]
+        # an axis left out takes the value each regime's script sets (None until then)
         seed_list = seeds if seeds is not None else axes[0] or [config_module.seed]
-        encoders = axes[2] or [config_module.encoder]
-        augmentation_sets = axes[3] or [config_module.augmentations]
-        fractions = axes[4] or [config_module.label_fraction]
+        encoders, augmentation_sets, fractions = (axis or [None] for axis in axes[2:])
         for seed, dataset, encoder, augmentations, fraction in itertools.product(
                 seed_list, axes[1], encoders, augmentation_sets, fractions):
             settings = dict(dataset=dataset, label_fraction=fraction,
@@ -232,6 +231,8 @@ def _expand(regime, matrix, settings, extras, data_roots):
     """The runs of one cell of the matrix, each with the values of its list-valued options:
     one run, or several when an option is a list."""
     dataset = settings['dataset']
+    settings = {name: script_default(regime, name) if value is None else value
+                for name, value in settings.items()}
     options = {**matrix.get('options', {}),
                **matrix.get('dataset_options', {}).get(dataset, {}),
                **matrix.get('regime_options', {}).get(regime, {})}
@@ -243,6 +244,13 @@ def _expand(regime, matrix, settings, extras, data_roots):
         name = run_name(regime, dataset, settings['label_fraction'], settings['augmentations'],
                         settings['encoder'], settings['seed'], list(zip(lists, values)))
         yield Run(name, regime, chosen), dict(zip(lists, values))
+
+
+def script_default(regime, name):
+    """The default of option `name` at the top of the regime's script."""
+    import importlib
+    module = importlib.import_module(Path(SCRIPTS[regime]).stem)
+    return config_module.script_defaults(vars(module))[name]
 
 
 def _add(runs, run):
@@ -266,7 +274,7 @@ def check_options(runs):
     for run in runs:
         if run.script not in defaults:
             module = importlib.import_module(Path(run.script).stem)
-            defaults[run.script] = config_module.defaults_of(vars(module))
+            defaults[run.script] = config_module.script_defaults(vars(module))
         known = defaults[run.script]
         for name, value in run.options.items():
             if name not in known:
@@ -274,14 +282,14 @@ def check_options(runs):
                 raise UserError(f'run {run.name}: {run.script} has no option --{name}'
                                 + (f' (did you mean {", ".join("--" + c for c in close)}?)'
                                    if close else ''))
-            config_module.parse_value(name, _text(value), known[name])
+            config_module.parse_value(name, _text(value), config_module.option_type(name, known))
 
 
 def command(run, sweep_dir, action):
     """The command line that starts (or, for action 'resume', continues) a run."""
     script = str(ROOT / run.script)
     if action == 'resume':
-        from engine import RESUMABLE_OVERRIDES
+        from options import RESUMABLE_OVERRIDES
         kept = {k: v for k, v in run.options.items() if k in RESUMABLE_OVERRIDES}
         return [sys.executable, script, f'--resume={Path(sweep_dir) / run.name}',
                 *(f'--{k}={_text(v)}' for k, v in kept.items())]
@@ -296,14 +304,14 @@ def conflicts(run, run_dir):
     saved = read_json(run_dir / 'config.json')
     if saved is None:
         return []
-    from engine import RESUMABLE_OVERRIDES
+    from options import RESUMABLE_OVERRIDES
     found = []
     for name, planned in run.options.items():
         if name in NOT_COMPARED or name in RESUMABLE_OVERRIDES or name not in saved:
             continue
         value = saved[name]
         try:
-            same = config_module.parse_value(name, _text(planned), value) == value
+            same = config_module.parse_value(name, _text(planned), type(value)) == value
         except UserError:
             same = False
         if not same:

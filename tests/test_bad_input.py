@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import soundfile
 
+import audio
 import dataset
 from config import UserError
 from tests.conftest import tone_clip
@@ -23,7 +24,7 @@ def test_every_wav_sample_format_is_converted(tmp_path, subtype):
     t = np.arange(16000) / 16000
     tone = 0.5 * np.sin(2 * np.pi * 440 * t)
     path = write(tmp_path / f'{subtype}.wav', tone, subtype=subtype)
-    clip = dataset.read_clip(str(path), 16000, 16000)
+    clip = audio.read_clip(str(path), 16000, 16000)
     tolerance = 1e-2 if subtype == 'PCM_U8' else 1e-4
     assert np.abs(clip - tone).max() < tolerance
 
@@ -32,19 +33,19 @@ def test_stereo_is_downmixed_and_odd_rates_resampled(tmp_path):
     rate = 11025
     t = np.arange(rate) / rate
     left, right = np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 300 * t) * 0.5
-    clip = dataset.read_clip(str(write(tmp_path / 's.wav', np.stack([left, right], 1), rate)),
+    clip = audio.read_clip(str(write(tmp_path / 's.wav', np.stack([left, right], 1), rate)),
                              16000, 16000)
     spectrum = np.abs(np.fft.rfft(clip))
     assert abs(np.argmax(spectrum) - 300) <= 1                   # 1 Hz bins over one second
     assert np.abs(clip[4000:12000]).max() == pytest.approx(0.75, abs=0.02)
-    high = dataset.read_clip(str(write(tmp_path / 'h.wav', left[:1000], 96000)), 16000, 16000)
+    high = audio.read_clip(str(write(tmp_path / 'h.wav', left[:1000], 96000)), 16000, 16000)
     assert len(high) == 16000 and np.abs(high[:100]).max() > 0.1
 
 
 def test_long_clips_are_cropped_and_short_ones_padded(tmp_path):
-    long_clip = dataset.read_clip(str(write(tmp_path / 'l.wav', np.full(160000, 0.25))), 16000, 16000)
+    long_clip = audio.read_clip(str(write(tmp_path / 'l.wav', np.full(160000, 0.25))), 16000, 16000)
     assert len(long_clip) == 16000 and np.allclose(long_clip, 0.25, atol=1e-4)
-    short = dataset.read_clip(str(write(tmp_path / 's.wav', np.full(800, 0.25))), 16000, 16000)
+    short = audio.read_clip(str(write(tmp_path / 's.wav', np.full(800, 0.25))), 16000, 16000)
     assert len(short) == 16000 and np.allclose(short[:800], 0.25, atol=1e-4) and not short[800:].any()
 
 

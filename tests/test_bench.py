@@ -31,3 +31,12 @@ def test_bench_prints_every_line_as_json():
         1, encoders['resnet2d'] / encoders['resnet1d'])
     assert lines['memory']['rssanon_mib'] > 0
     assert 'clar_step' in result.stdout.split('name ')[-1]        # the readable table
+
+
+def test_per_clip_baselines_are_timed(monkeypatch):
+    import torch
+    import torchaudio  # its per-clip pitch shift takes seconds: stand in a cheap one
+    import bench
+    monkeypatch.setattr(torchaudio.functional, 'pitch_shift', lambda clip, rate, steps: clip.clone())
+    speeds = bench.baseline_speeds(0.1 * torch.randn(4, 16000), torch.device('cpu'), 0.05)
+    assert set(speeds) == {'pitch_shift', 'time_stretch'} and min(speeds.values()) > 0

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import soundfile
 
+import audio
 import dataset
 from config import UserError
 from tests.conftest import write_class_folders, write_speechcommands
@@ -44,7 +45,7 @@ def test_folder_dataset_converts_formats_rates_and_channels(tmp_path, cache_dir)
     data = dataset.load('folder', root, cache_dir, clip_seconds=1.0)
     assert data.classes == ['high', 'low', 'mid'] and data.waves.shape == (30, 16000)
     for i in (0, 1, 2, 3):            # wav 16 kHz, flac 22.05 kHz stereo, ogg 44.1 kHz, float wav 8 kHz
-        direct = dataset.read_clip(data.paths[i], 16000, 16000)
+        direct = audio.read_clip(data.paths[i], 16000, 16000)
         assert np.abs(data.waves[i] / 32768 - direct).max() < 2e-4    # int16 rounding only
     # the seeded stratified 80/10/10 split: one val and one test clip per class of 10
     for split, count in (('train', 24), ('val', 3), ('test', 3)):
@@ -66,7 +67,7 @@ def test_the_cache_is_built_once_and_rebuilt_when_files_change(speechcommands, c
     def no_decoding(*args):
         raise AssertionError('decoded audio although the cache was valid')
     with monkeypatch.context() as patch:
-        patch.setattr(dataset, 'read_clip', no_decoding)
+        patch.setattr(audio, 'read_clip', no_decoding)
         again = dataset.load('speechcommands', speechcommands, cache_dir)
         assert np.array_equal(np.array(again.waves[:5]), samples)
     changed = speechcommands / 'yes' / '00000000_nohash_0.wav'

@@ -13,6 +13,7 @@ import pytest
 import soundfile
 import torch
 
+import audio
 import dataset
 from config import UserError
 from tests.conftest import (write_background_noise, write_esc10_standalone, write_esc50,
@@ -23,7 +24,7 @@ def cached_equals_decoded(data, indices):
     """The cache holds what read_clip decodes (to one int16 step)."""
     offsets = data.offsets or [0.0] * len(data.paths)
     for i in indices:
-        direct = dataset.read_clip(data.paths[i], data.sample_rate, data.clip_samples, offsets[i])
+        direct = audio.read_clip(data.paths[i], data.sample_rate, data.clip_samples, offsets[i])
         expected = np.round(np.clip(direct, -1, 32767 / 32768) * 32768)
         assert np.abs(data.waves[i].astype(np.int32) - expected).max() <= 1, data.paths[i]
     return True
@@ -251,14 +252,11 @@ def test_speechcommands12_needs_background_noise(tmp_path):
 def test_offsets_are_part_of_the_cache_key(tmp_path):
     path = tmp_path / 'noise.wav'
     soundfile.write(path, np.zeros(32000), 16000, subtype='PCM_16')
-    listing = dataset.Listing([str(path)], ['x'], ['train'], ['x'], 1.0)
-    first = dataset._fingerprint(listing, 16000, 16000)
-    listing.offsets = [0.0]
-    assert dataset._fingerprint(listing, 16000, 16000) == first
-    listing.offsets = [1.0]
-    assert dataset._fingerprint(listing, 16000, 16000) != first
+    first = audio.fingerprint([str(path)], [0.0], 16000, 16000)
+    assert audio.fingerprint([str(path)], [1.0], 16000, 16000) != first
+    assert audio.fingerprint([str(path)], [0.0], 16000, 16001) != first
     with pytest.raises(ValueError, match='offset 2 s is past the end'):
-        dataset.read_clip(str(path), 16000, 16000, 2.0)
+        audio.read_clip(str(path), 16000, 16000, 2.0)
 
 
 # ---------------------------------------------------------------- missing data and downloads

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     `python train.py --epochs=1 --encoder_width=0.125 ...` does, in this process)."""
     root = tmp_path_factory.mktemp('evaluate')
     write_speechcommands(root / 'sc', speakers=6, takes=2)
-    cfg = config.defaults_of(vars(train))
+    cfg = config.script_defaults(vars(train))
     cfg.update(dataset='speechcommands', data_root=str(root / 'sc'), cache_dir=str(root / 'cache'),
                out_dir=str(root / 'runs'), run_name='clar', encoder_width=0.125, batch_size=8,
                epochs=1, warmup_epochs=0, learning_rate=1e-3, label_fraction=0.5,

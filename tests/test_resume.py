@@ -9,11 +9,10 @@ import time
 import pytest
 import torch
 
-import config
 import engine
 import train
 from config import UserError
-from tests.conftest import ROOT, write_speechcommands
+from tests.conftest import ROOT, tiny_run, write_speechcommands
 
 
 @pytest.fixture(scope='module')
@@ -24,13 +23,7 @@ def data_root(tmp_path_factory):
 
 
 def options(data_root, name, **overrides):
-    cfg = config.defaults_of(vars(train))
-    cfg.update(dataset='speechcommands', data_root=str(data_root / 'sc'),
-               cache_dir=str(data_root / 'cache'), out_dir=str(data_root / 'runs'),
-               run_name=name, encoder_width=0.125, batch_size=8, epochs=4, warmup_epochs=1,
-               learning_rate=1e-3, label_fraction=0.5, batchnorm_batches=2)
-    cfg.update(overrides)
-    return cfg
+    return tiny_run(data_root, name, **overrides)
 
 
 def train_run(cfg, given=()):

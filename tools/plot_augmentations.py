@@ -46,8 +46,8 @@ def demo_clip():
 
 
 def load_clip(path):
-    import dataset
-    return torch.from_numpy(dataset.read_clip(path, SAMPLE_RATE, SAMPLE_RATE))
+    import audio
+    return torch.from_numpy(audio.read_clip(path, SAMPLE_RATE, SAMPLE_RATE))
 
 
 FRONT_END = Spectrogram(SAMPLE_RATE, "paper")

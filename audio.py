@@ -1,0 +1,219 @@
+"""Audio in: decoding files into fixed-length 16 kHz mono clips, and the on-disk waveform
+cache that every epoch reads instead of decoding again.
+
+    clip = read_clip('a.ogg', 16000, 16000)            # float32, resampled, mono, fitted
+    waves, index = cached(folder, paths, offsets, 16000, 16000)   # int16 memmap (N, samples)
+    x = to_float(waves, order, device)                 # a batch as float32 in [-1, 1)
+
+The cache holds audio only: it is keyed by the files' names, offsets, sizes and modification
+times (and the rate and length), so it is rebuilt when they change, and datasets that differ
+only in labels or splits share one. It is built once (atomically, streaming, by a few
+threads) and memory-mapped afterwards, so memory use does not grow with the dataset.
+"""
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio
+from tqdm import tqdm
+
+try:
+    import fcntl                    # one process builds a cache while others wait (POSIX)
+except ImportError:
+    fcntl = None
+
+from config import UserError
+
+AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg')
+CACHE_VERSION = 2
+_SCALE = np.float32(1 / 32768)          # int16 -> [-1, 1); exact (a power of two)
+
+
+def audio_files(folder):
+    """Every .wav/.flac/.ogg file under `folder`, recursively, sorted."""
+    return sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in AUDIO_EXTENSIONS
+                  and p.is_file())
+
+
+def to_float(waves, order, device='cpu'):
+    """Rows `order` (sorted: memmap reads fastest in file order) of an int16 array as float32
+    waveforms in [-1, 1) on `device`."""
+    rows = np.asarray(waves)                   # the memmap as a plain array view
+    device = torch.device(device)
+    if device.type == 'cuda':
+        # gather the int16 rows straight into pinned memory, send half the bytes of
+        # float32, convert on the GPU
+        staged = torch.empty((len(order), rows.shape[1]), dtype=torch.int16, pin_memory=True)
+        np.take(rows, order, axis=0, out=staged.numpy(), mode='clip')
+        return staged.to(device, non_blocking=True).float().mul_(1 / 32768)
+    # one pass per row from the memmap to float32, while the row is in cache (a gather
+    # then a conversion would pass over the batch three times)
+    # (numpy's allocator asks for huge pages: fewer page faults on large batches)
+    out = np.empty((len(order), rows.shape[1]), dtype=np.float32)
+    for row, i in enumerate(order):
+        np.multiply(rows[i], _SCALE, out=out[row])
+    return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------- decoding
+
+def read_clip(path, sample_rate, clip_samples, offset=0.0):
+    """Decode `clip_samples` float32 mono samples at `sample_rate` from `path`, starting
+    `offset` seconds into the file. Raises ValueError with the reason when it cannot."""
+    try:
+        with soundfile.SoundFile(path) as audio:
+            rate, length = audio.samplerate, audio.frames
+            start = int(round(offset * rate))
+            past_end = start > 0 and start >= length
+            if start and not past_end:
+                audio.seek(start)
+            # only what the clip needs, plus a margin wider than the resampling filter
+            # (identical samples to resampling the whole file)
+            frames = math.ceil(clip_samples * rate / sample_rate) + 64 * math.ceil(rate / sample_rate)
+            samples = None if past_end else audio.read(frames, dtype='float32', always_2d=True)
+    except Exception as error:          # soundfile raises several types for broken files
+        raise ValueError(f'unreadable audio ({error})') from None
+    if samples is None:
+        raise ValueError(f'offset {offset:g} s is past the end ({length / rate:.3f} s)')
+    if samples.size == 0:
+        raise ValueError('no samples')
+    if not np.isfinite(samples).all():
+        raise ValueError('NaN or infinite samples')
+    mono = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
+    if rate != sample_rate:
+        mono = resampler(rate, sample_rate)(mono)
+    return fit_length(mono, clip_samples).numpy()
+
+
+def fit_length(wave, clip_samples):
+    """Crop or zero-pad a (T,) waveform on the right to clip_samples, float32."""
+    clip = torch.zeros(clip_samples, dtype=torch.float32)
+    clip[:min(clip_samples, len(wave))] = wave[:clip_samples]
+    return clip
+
+
+def to_int16(clips):
+    """Float samples in [-1, 1) to the int16 values the waveform cache stores."""
+    return np.round(np.clip(clips, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+
+
+@functools.lru_cache(maxsize=16)
+def resampler(rate, sample_rate):
+    """torchaudio's resampling (the same samples as torchaudio.functional.resample), with
+    its filter kernel computed once per pair of rates rather than per clip."""
+    return torchaudio.transforms.Resample(rate, sample_rate)
+
+
+def fingerprint(paths, offsets, sample_rate, clip_samples):
+    """Identifies the audio of a cache: rate, length and each clip's file (name, size, time)
+    and offset. Classes and splits are not in it: they come from the listing at load time."""
+    digest = hashlib.sha1(f'{CACHE_VERSION}|{sample_rate}|{clip_samples}\n'.encode())
+    for path, offset in zip(paths, offsets):
+        try:
+            stat = os.stat(path)
+            size, modified = stat.st_size, stat.st_mtime_ns
+        except OSError:                 # a missing file: the build names it
+            size = modified = -1
+        digest.update(f'{path}|{offset!r}|{size}|{modified}\n'.encode())
+    return digest.hexdigest()[:16]
+
+
+def decode_workers():
+    """Threads that decode while building a cache (soundfile and torch release the GIL)."""
+    return max(1, min(8, (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                          else os.cpu_count() or 1)))
+
+
+def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files=False,
+                workers=None):
+    """Decode every clip into folder/waves.npy and folder/index.json, atomically: the
+    folder appears only when complete. Clips are decoded by a few threads, written in order
+    into the memory-mapped array (streaming: memory use does not grow with the dataset)."""
+    parent = folder.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    needed = len(paths) * clip_samples * 2
+    free = shutil.disk_usage(parent).free
+    if needed > free:
+        raise UserError(f'the waveform cache of {len(paths)} clips needs '
+                        f'{needed / 2**30:.1f} GiB but {parent} has {free / 2**30:.1f} GiB free; '
+                        f'point --cache_dir elsewhere')
+    partial = Path(tempfile.mkdtemp(prefix=folder.name + '.partial-', dir=parent))
+
+    def decode(i):
+        try:
+            return read_clip(paths[i], sample_rate, clip_samples, offsets[i]), None
+        except ValueError as error:
+            return None, str(error)
+
+    workers = workers or decode_workers()
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # parallel over clips instead: much faster per clip
+    try:
+        waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
+                                          shape=(len(paths), clip_samples))
+        kept, skipped = [], []
+        chunk = 16 * workers
+        with tqdm(total=len(paths), desc=f'caching {folder.name}', unit='clip',
+                  mininterval=1.0) as progress:
+            for first in range(0, len(paths), chunk):
+                numbers = range(first, min(first + chunk, len(paths)))
+                for i, (clip, error) in zip(numbers, pool.map(decode, numbers) if pool
+                                            else map(decode, numbers)):
+                    progress.update()
+                    if error is not None:
+                        where = paths[i] + (f' at {offsets[i]:g} s' if offsets[i] else '')
+                        if not skip_bad_files:
+                            raise UserError(f'{where}: {error}. Remove or fix the file, or run '
+                                            f'with --skip_bad_files=True to skip such files.')
+                        skipped.append(f'{where}: {error}')
+                        continue
+                    waves[len(kept)] = to_int16(clip)
+                    kept.append(i)
+        waves.flush()
+        del waves
+        index = {
+            'kept': kept, 'paths': [paths[i] for i in kept],
+            'offsets': [offsets[i] for i in kept], 'count': len(kept), 'skipped': skipped,
+            'sample_rate': sample_rate, 'clip_samples': clip_samples,
+        }
+        (partial / 'index.json').write_text(json.dumps(index))
+        os.replace(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(torch_threads)
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
+def cached(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files=False, what='dataset'):
+    """The clips (paths[i] from offsets[i] seconds) as an int16 memmap (N, clip_samples) and
+    the cache's index (kept, paths, offsets, skipped), decoding into `folder` on first use.
+    One process builds a given cache while others (several ranks, several runs) wait."""
+    folder = Path(folder)
+    if not (folder / 'index.json').exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with open(folder.parent / f'{folder.name}.lock', 'w') as lock:
+            if fcntl:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (folder / 'index.json').exists():
+                build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files)
+    index = json.loads((folder / 'index.json').read_text())
+    if index['skipped'] and not skip_bad_files:
+        raise UserError(f'the cached {what} skipped {len(index["skipped"])} bad files '
+                        f'(first: {index["skipped"][0]}); run with --skip_bad_files=True')
+    if index['skipped']:
+        print(f'skipped {len(index["skipped"])} bad audio files (listed in {folder}/index.json)')
+    waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
+    return waves, index

@@ -1,0 +1,115 @@
+"""Checking a run's options before anything is loaded or written, and what they resolve to
+(device, autocast type, augmentation settings, a resumed run's saved configuration)."""
+from pathlib import Path
+
+import torch
+
+import augmentation
+import dataset
+import evaluation
+import model as model_module
+import optim
+import rundir
+from config import UserError
+from spectograms import FRONTENDS
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+WANDB_MODES = ('off', 'online', 'offline')
+# options that may change when a run is resumed; everything else comes from its config.json
+RESUMABLE_OVERRIDES = ('device', 'stop_after_epochs', 'stop_after_steps', 'log_every', 'wandb',
+                       'cache_dir', 'data_root', 'compile')
+
+
+def check(cfg):
+    """Reject impossible option values before anything is loaded or written."""
+    def one_of(name, valid):
+        if cfg[name] not in valid:
+            raise UserError(f'unknown --{name}={cfg[name]}; valid: {", ".join(valid)}')
+    one_of('dataset', dataset.DATASETS)
+    one_of('frontend', FRONTENDS)
+    one_of('encoder', model_module.ENCODERS)
+    one_of('optimizer', optim.OPTIMIZERS)
+    one_of('probe', evaluation.PROBES)
+    one_of('dtype', ('auto', *DTYPES))
+    one_of('wandb', WANDB_MODES)
+    if not 0 < cfg['label_fraction'] <= 1:
+        raise UserError(f'--label_fraction must be in (0, 1], got {cfg["label_fraction"]}')
+    for name in ('batch_size', 'epochs', 'checkpoint_every', 'log_every'):
+        if cfg[name] < 1:
+            raise UserError(f'--{name} must be at least 1, got {cfg[name]}')
+    for name in ('encoder_width', 'learning_rate', 'temperature'):
+        if name in cfg and cfg[name] <= 0:
+            raise UserError(f'--{name} must be positive, got {cfg[name]}')
+    try:
+        augmentation.draw(augmentation_names(cfg), 2, 1000, cfg['sample_rate'],
+                          torch.Generator(), **augmentation_options(cfg))
+    except ValueError as error:
+        raise UserError(f'augmentation options: {error}') from None
+    resolve_device(cfg['device'])
+    if cfg.get('init_from'):
+        rundir.init_from_file(cfg['init_from'])
+    if cfg['wandb'] != 'off':
+        rundir.check_wandb(cfg['wandb'])
+
+
+def augmentation_names(cfg):
+    names = [n.strip() for n in cfg['augmentations'].split(',') if n.strip()]
+    unknown = [n for n in names if n not in augmentation.NAMES]
+    if unknown:
+        raise UserError(f'unknown augmentation {unknown[0]!r} in --augmentations; valid: '
+                        f'{", ".join(augmentation.NAMES)}')
+    return names
+
+
+def augmentation_options(cfg):
+    """The options that are augment() keyword arguments (probabilities and ranges)."""
+    return {k: cfg[k] for k in augmentation.DEFAULTS if k in cfg}
+
+
+def dataset_options(cfg):
+    """Options that only some datasets read."""
+    return {name: cfg[name] for name in dataset.EXTRA_OPTIONS if name in cfg}
+
+
+def resolve_device(name):
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f'unknown --device={name}; valid: auto, cpu, cuda, cuda:N') from None
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise UserError(f'--device={name} asked for CUDA, but no CUDA device is available; '
+                        f'use --device=cpu or --device=auto')
+    return device
+
+
+def autocast_dtype(cfg, device):
+    if cfg['dtype'] == 'auto':
+        return torch.bfloat16 if device.type == 'cuda' else torch.float32
+    return DTYPES[cfg['dtype']]
+
+
+def resumed_config(cfg, given):
+    """The saved configuration of the run in cfg['resume'], with the few options that may
+    change (RESUMABLE_OVERRIDES) taken from the command line when given there."""
+    run_dir = Path(cfg['resume']).expanduser()
+    if not (run_dir / 'config.json').exists():
+        raise UserError(f'--resume={cfg["resume"]}: no config.json there; give the run directory '
+                        f'printed when the run started')
+    if not (run_dir / 'checkpoint_last.pt').exists():
+        raise UserError(f'--resume={cfg["resume"]}: the run has no checkpoint_last.pt yet; '
+                        f'start it again instead')
+    refused = sorted(set(given) - set(RESUMABLE_OVERRIDES) - {'resume'})
+    if refused:
+        raise UserError(f'--resume continues a run with its saved configuration; drop '
+                        f'{", ".join("--" + n for n in refused)} (only '
+                        f'{", ".join("--" + n for n in RESUMABLE_OVERRIDES)} may be given)')
+    if (rundir.read_json(run_dir / 'status.json') or {}).get('status') == 'finished':
+        raise UserError(f'--resume={cfg["resume"]}: that run has already finished')
+    saved = rundir.read_json(run_dir / 'config.json')
+    saved.pop('regime', None)
+    resolved = {**cfg, **saved, 'resume': str(run_dir), 'stop_after_epochs': 0,
+                'stop_after_steps': 0}
+    resolved.update({name: cfg[name] for name in given if name in RESUMABLE_OVERRIDES})
+    return resolved

@@ -1,0 +1,141 @@
+"""What a training run is made of, built once from its configuration, and one step of it.
+
+Trainer holds the clips a regime trains on (all, or the labelled subset), the model (wrapped
+for DistributedDataParallel and torch.compile when asked), the optimiser, the learning-rate
+schedule and the augmentation generator; `optimise` is one step: loss, backward, update.
+"""
+import math
+
+import numpy as np
+import torch
+
+import augmentation
+import checkpoint
+import dataset
+import model as model_module
+import optim
+import options
+from config import UserError
+
+
+class Trainer:
+    def __init__(self, cfg, regime, loss_fn, train_on, data, device, rank=0, world_size=1):
+        self.cfg, self.regime, self.loss_fn, self.data = cfg, regime, loss_fn, data
+        self.device, self.rank, self.world_size = device, rank, world_size
+        train_indices = data.splits['train']
+        if len(train_indices) == 0 or len(data.splits['val']) == 0:
+            raise UserError(f'the {cfg["dataset"]} dataset has no training or no validation clips')
+        self.labelled_indices = dataset.labelled_subset(data.labels, train_indices,
+                                                        cfg['label_fraction'], cfg['label_seed'])
+        self.is_labelled = np.zeros(len(data.labels), dtype=bool)
+        self.is_labelled[self.labelled_indices] = True
+        self.step_indices = train_indices if train_on == 'all' else self.labelled_indices
+        # the global batch, capped at the clips there are
+        self.global_batch = min(cfg['batch_size'] * world_size, len(self.step_indices))
+
+        self.model = model_module.build(cfg, len(data.classes), regime).to(device)
+        if cfg.get('init_from'):
+            checkpoint.load_encoder(self.model, cfg['init_from'], device)
+        if cfg['channels_last']:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward = self.model       # what the step calls: the model, wrapped as asked
+        if world_size > 1:
+            if cfg.get('sync_batchnorm'):
+                if device.type != 'cuda':
+                    raise UserError('--sync_batchnorm=True needs CUDA devices (PyTorch has no '
+                                    'CPU SyncBatchNorm); drop it for CPU runs')
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == 'cuda' else None)
+        if cfg.get('compile'):
+            self.forward = torch.compile(self.forward)
+
+        self.optimizer = optim.build(self.model, cfg['optimizer'], cfg['learning_rate'],
+                                     cfg['weight_decay'])
+        self.steps_per_epoch = len(self.epoch_batches(0))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.steps_per_epoch, cfg['epochs'], cfg['warmup_epochs']))
+        self.amp_dtype = options.autocast_dtype(cfg, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.augment_generator = torch.Generator().manual_seed(cfg['seed'] * 7919 + rank)
+        self.names = options.augmentation_names(cfg)
+        self.augment_options = options.augmentation_options(cfg)
+
+    def describe(self):
+        """One line on the data the run trains on."""
+        cfg, data = self.cfg, self.data
+        per_class = np.bincount(data.labels[self.labelled_indices], minlength=len(data.classes))
+        line = (f'{cfg["dataset"]}: {len(data.splits["train"])} training, '
+                f'{len(data.splits["val"])} validation, {len(data.splits["test"])} test clips of '
+                f'{data.clip_samples} samples; {len(self.labelled_indices)} labelled '
+                f'({cfg["label_fraction"]:g}), per class: '
+                + ', '.join(f'{c} {n}' for c, n in zip(data.classes, per_class)))
+        if self.global_batch < cfg['batch_size'] * self.world_size:
+            line += (f'\nnote: batch_size {cfg["batch_size"] * self.world_size} is larger than '
+                     f'the {len(self.step_indices)} clips this regime trains on; using '
+                     f'{self.global_batch}')
+        return line
+
+    def epoch_batches(self, epoch):
+        return epoch_batches(self.step_indices, self.global_batch, self.cfg['seed'], epoch)
+
+    def load_batch(self, batch_indices):
+        """This process's share of a global batch, on the device."""
+        mine = batch_indices[self.rank::self.world_size]
+        waves, labels, order = self.data.batch(mine, self.device)
+        labelled = torch.from_numpy(self.is_labelled[order]).to(self.device, non_blocking=True)
+        return waves, labels, labelled
+
+    def make_views(self, waves):
+        """One augmented view per clip (supervised) or two, drawn independently."""
+        return [augmentation.augment(waves, self.names, self.cfg['sample_rate'],
+                                     self.augment_generator, **self.augment_options)
+                for _ in range(1 if self.regime == 'supervised' else 2)]
+
+    def optimise(self, views, labels, labelled):
+        """Loss, backward and optimiser step. Returns (finite, logs): a step whose loss is
+        not finite changes no weight, and nothing here waits for the device."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                            enabled=self.amp_dtype != torch.float32):
+            loss, parts = self.loss_fn(self.forward, views, labels, labelled, self.cfg)
+        finite = torch.isfinite(loss.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg['optimizer'] == 'lars':
+            self.scaler.unscale_(self.optimizer)
+            optim.lars_adapt_(self.optimizer)
+        if self.scaler.is_enabled():    # float16: the scaler skips non-finite steps itself
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:                           # fused Adam skips its update where found_inf is set
+            self.optimizer.found_inf = (~finite).float()
+            self.optimizer.step()
+        self.scheduler.step()
+        return finite, {'loss': loss.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    def learning_rate(self):
+        return self.scheduler.get_last_lr()[0]
+
+
+def warmup_cosine(steps_per_epoch, epochs, warmup_epochs):
+    """Learning-rate factor per step: linear warm-up, then cosine decay to zero."""
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(steps_per_epoch * warmup_epochs, total - 1)
+
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def epoch_batches(indices, batch_size, seed, epoch):
+    """The epoch's shuffled batches, drawn from (seed, epoch) alone so a resumed run (and
+    every process of a distributed one) sees the same order. A last partial batch is
+    dropped when a full one exists (NT-Xent needs at least two clips, and uneven batches
+    skew BatchNorm)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = indices[torch.randperm(len(indices), generator=generator).numpy()]
+    count = len(order) // batch_size if len(order) >= batch_size else 1
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(count)]
