@@ -66,9 +66,10 @@ def to_float(waves, order, device='cpu'):
 
 # ---------------------------------------------------------------- decoding
 
-def read_clip(path, sample_rate, clip_samples, offset=0.0):
-    """Decode `clip_samples` float32 mono samples at `sample_rate` from `path`, starting
-    `offset` seconds into the file. Raises ValueError with the reason when it cannot."""
+def read_audio(path, sample_rate, offset=0.0, samples=None):
+    """Decode float32 mono samples at `sample_rate` from `path`, starting `offset` seconds
+    into the file: to its end, or at most `samples` of them. Downmixed by averaging the
+    channels, resampled with torchaudio. Raises ValueError with the reason when it cannot."""
     try:
         with soundfile.SoundFile(path) as audio:
             rate, length = audio.samplerate, audio.frames
@@ -76,22 +77,56 @@ def read_clip(path, sample_rate, clip_samples, offset=0.0):
             past_end = start > 0 and start >= length
             if start and not past_end:
                 audio.seek(start)
-            # only what the clip needs, plus a margin wider than the resampling filter
+            # only what is asked for, plus a margin wider than the resampling filter
             # (identical samples to resampling the whole file)
-            frames = math.ceil(clip_samples * rate / sample_rate) + 64 * math.ceil(rate / sample_rate)
-            samples = None if past_end else audio.read(frames, dtype='float32', always_2d=True)
+            frames = (-1 if samples is None else
+                      math.ceil(samples * rate / sample_rate) + 64 * math.ceil(rate / sample_rate))
+            decoded = None if past_end else audio.read(frames, dtype='float32', always_2d=True)
     except Exception as error:          # soundfile raises several types for broken files
         raise ValueError(f'unreadable audio ({error})') from None
-    if samples is None:
+    if decoded is None:
         raise ValueError(f'offset {offset:g} s is past the end ({length / rate:.3f} s)')
-    if samples.size == 0:
+    if decoded.size == 0:
         raise ValueError('no samples')
-    if not np.isfinite(samples).all():
+    if not np.isfinite(decoded).all():
         raise ValueError('NaN or infinite samples')
-    mono = torch.from_numpy(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
+    mono = torch.from_numpy(decoded.mean(axis=1) if decoded.shape[1] > 1 else decoded[:, 0])
     if rate != sample_rate:
         mono = resampler(rate, sample_rate)(mono)
-    return fit_length(mono, clip_samples).numpy()
+    return (mono if samples is None else mono[:samples]).numpy()
+
+
+def read_clip(path, sample_rate, clip_samples, offset=0.0):
+    """`clip_samples` float32 mono samples at `sample_rate` from `path`, starting `offset`
+    seconds into the file, zero-padded on the right when the file ends sooner."""
+    return fit_length(torch.from_numpy(read_audio(path, sample_rate, offset, clip_samples)),
+                      clip_samples).numpy()
+
+
+def windows(wave, clip_samples, hop_samples):
+    """Consecutive clip-length windows of a (T,) waveform, `hop_samples` apart: a view
+    (n, clip_samples), no copy, and the start of each in samples. Where the whole windows
+    leave the end of the wave uncovered, one more, zero-padded window is kept if it holds
+    at least half a clip; a wave shorter than a clip gives one padded window."""
+    wave = torch.as_tensor(wave)
+    if hop_samples < 1:
+        raise ValueError(f'hop must be at least one sample, got {hop_samples}')
+    full = 1 + (len(wave) - clip_samples) // hop_samples if len(wave) >= clip_samples else 0
+    covered = (full - 1) * hop_samples + clip_samples if full else 0
+    count = full
+    if full == 0 or (len(wave) > covered and len(wave) - full * hop_samples >= clip_samples / 2):
+        count += 1                      # the last, partial window
+    padded = torch.zeros(max(len(wave), (count - 1) * hop_samples + clip_samples),
+                         dtype=torch.float32)
+    padded[:len(wave)] = wave
+    return (padded.unfold(0, clip_samples, hop_samples)[:count],
+            torch.arange(count, dtype=torch.int64) * hop_samples)
+
+
+def quantize(waves):
+    """Float samples rounded to 16 bits, as the waveform cache holds them (what the model
+    saw in training)."""
+    return torch.from_numpy(to_int16(np.asarray(waves, dtype=np.float32))).float() * (1 / 32768)
 
 
 def fit_length(wave, clip_samples):

@@ -52,11 +52,6 @@ def clip_samples_of(checkpoint, clip_seconds=0.0):
     raise UserError('the checkpoint does not record its clip length; give --clip_seconds')
 
 
-def quantize(waves):
-    """Round to 16 bits as the waveform cache stores training clips (exact in float32)."""
-    return torch.from_numpy(audio.to_int16(waves.numpy())).float() * (1 / 32768)
-
-
 @torch.no_grad()
 def embed_waves(model, waves, device='cpu', batch_size=64):
     """Features h of prepared clips (B, clip_samples) at the model's rate, float32 numpy."""
@@ -96,7 +91,7 @@ def embed(checkpoint, waveforms, sample_rate, device='cpu', batch_size=64, clip_
         if sample_rate != model_rate:
             clip = resampler(sample_rate, model_rate)(clip)
         prepared.append(audio.fit_length(clip, clip_samples))
-    waves = quantize(torch.stack(prepared)) if prepared else torch.zeros(0, clip_samples)
+    waves = audio.quantize(torch.stack(prepared)) if prepared else torch.zeros(0, clip_samples)
     return embed_waves(model, waves, device, batch_size)
 
 
@@ -115,7 +110,7 @@ def _read(paths, sample_rate, clip_samples, skipped=None):
             continue
         clips.append(torch.from_numpy(clip))
         kept.append(path)
-    waves = quantize(torch.stack(clips)) if clips else torch.zeros(0, clip_samples)
+    waves = audio.quantize(torch.stack(clips)) if clips else torch.zeros(0, clip_samples)
     return waves, kept
 
 
