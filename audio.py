@@ -44,23 +44,31 @@ def audio_files(folder):
                   and p.is_file())
 
 
-def to_float(waves, order, device='cpu'):
-    """Rows `order` (sorted: memmap reads fastest in file order) of an int16 array as float32
-    waveforms in [-1, 1) on `device`."""
-    rows = np.asarray(waves)                   # the memmap as a plain array view
+def to_float(arrays, order, device='cpu'):
+    """Rows `order` (sorted: memmap reads fastest in file order) of int16 arrays as float32
+    waveforms in [-1, 1) on `device`. `arrays`: one (N, samples) array, or several whose
+    rows count on from each other (a dataset and its unlabelled pools)."""
+    arrays = [np.asarray(a) for a in (arrays if isinstance(arrays, (list, tuple)) else [arrays])]
+    ends = np.cumsum([len(a) for a in arrays])
+    which = np.searchsorted(ends, order, side='right')
+    local = order - np.concatenate([[0], ends[:-1]])[which]
+    samples = arrays[0].shape[1]
     device = torch.device(device)
     if device.type == 'cuda':
         # gather the int16 rows straight into pinned memory, send half the bytes of
         # float32, convert on the GPU
-        staged = torch.empty((len(order), rows.shape[1]), dtype=torch.int16, pin_memory=True)
-        np.take(rows, order, axis=0, out=staged.numpy(), mode='clip')
+        staged = torch.empty((len(order), samples), dtype=torch.int16, pin_memory=True)
+        for k, rows in enumerate(arrays):
+            mine = which == k
+            if mine.any():
+                staged.numpy()[mine] = np.take(rows, local[mine], axis=0, mode='clip')
         return staged.to(device, non_blocking=True).float().mul_(1 / 32768)
     # one pass per row from the memmap to float32, while the row is in cache (a gather
     # then a conversion would pass over the batch three times)
     # (numpy's allocator asks for huge pages: fewer page faults on large batches)
-    out = np.empty((len(order), rows.shape[1]), dtype=np.float32)
-    for row, i in enumerate(order):
-        np.multiply(rows[i], _SCALE, out=out[row])
+    out = np.empty((len(order), samples), dtype=np.float32)
+    for row, (k, i) in enumerate(zip(which, local)):
+        np.multiply(arrays[k][i], _SCALE, out=out[row])
     return torch.from_numpy(out)
 
 
@@ -148,10 +156,12 @@ def resampler(rate, sample_rate):
     return torchaudio.transforms.Resample(rate, sample_rate)
 
 
-def fingerprint(paths, offsets, sample_rate, clip_samples):
+def fingerprint(paths, offsets, sample_rate, clip_samples, extra=''):
     """Identifies the audio of a cache: rate, length and each clip's file (name, size, time)
-    and offset. Classes and splits are not in it: they come from the listing at load time."""
-    digest = hashlib.sha1(f'{CACHE_VERSION}|{sample_rate}|{clip_samples}\n'.encode())
+    and offset (and `extra`, how the clips were cut). Classes and splits are not in it: they
+    come from the listing at load time."""
+    cut = f'|{extra}' if extra else ''         # (dataset caches made before `extra` stay valid)
+    digest = hashlib.sha1(f'{CACHE_VERSION}|{sample_rate}|{clip_samples}{cut}\n'.encode())
     for path, offset in zip(paths, offsets):
         try:
             stat = os.stat(path)
@@ -232,18 +242,26 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
             pool.shutdown(cancel_futures=True)
 
 
+def build_once(folder, build):
+    """Run build() unless folder/index.json exists; one process builds while the others
+    (several ranks, several runs) wait for it."""
+    if (folder / 'index.json').exists():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f'{folder.name}.lock', 'w') as lock:
+        if fcntl:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / 'index.json').exists():
+            build()
+
+
 def cached(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files=False, what='dataset'):
     """The clips (paths[i] from offsets[i] seconds) as an int16 memmap (N, clip_samples) and
     the cache's index (kept, paths, offsets, skipped), decoding into `folder` on first use.
     One process builds a given cache while others (several ranks, several runs) wait."""
     folder = Path(folder)
-    if not (folder / 'index.json').exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.parent / f'{folder.name}.lock', 'w') as lock:
-            if fcntl:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (folder / 'index.json').exists():
-                build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files)
+    build_once(folder, lambda: build_cache(folder, paths, offsets, sample_rate, clip_samples,
+                                           skip_bad_files))
     index = json.loads((folder / 'index.json').read_text())
     if index['skipped'] and not skip_bad_files:
         raise UserError(f'the cached {what} skipped {len(index["skipped"])} bad files '

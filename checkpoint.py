@@ -20,18 +20,18 @@ from rundir import checkpoint_path
 @dataclass
 class Progress:
     """Where a run is: completed epochs, batches done in the current one, optimiser steps,
-    the current epoch's running sums of the logged losses (on the device, so that no step
-    waits for it), and what the results report."""
+    the running sums of the logged losses since the last validation (on the device, so
+    that no step waits for them), and what the results report."""
     epoch: int = 0
     batch: int = 0
     step: int = 0
     sums: dict = field(default_factory=dict)
-    counted: object = 0                 # finite steps this epoch (a device tensor while training)
-    skipped: object = 0                 # non-finite steps this epoch
+    counted: object = 0                 # finite steps since the last validation (a device tensor)
+    skipped: object = 0                 # non-finite steps since the last validation
     best_val_accuracy: float = -1.0
     clips_seen: int = 0
     train_seconds: float = 0.0
-    epoch_seconds: float = 0.0
+    epoch_seconds: float = 0.0          # training time since the last validation
 
     def count(self, finite, logs, clips, seconds):
         """One step done: its losses join the epoch's sums unless it was not finite."""
@@ -43,12 +43,14 @@ class Progress:
         self.train_seconds += seconds
         self.epoch_seconds += seconds
 
-    def epoch_means(self):
-        """The epoch's mean of every logged loss over its finite steps."""
+    def means(self):
+        """The mean of every logged loss over the finite steps since the last validation."""
         return {name: (total / max(1, int(self.counted))).item() for name, total in self.sums.items()}
 
-    def new_epoch(self):
+    def end_epoch(self):
         self.epoch, self.batch = self.epoch + 1, 0
+
+    def new_record(self):
         self.sums, self.counted, self.skipped, self.epoch_seconds = {}, 0, 0, 0.0
 
 

@@ -22,11 +22,18 @@ label_seed = 0                # draws the labelled subset: the same for all thre
 skip_bad_files = False        # skip (and count) unreadable audio files instead of stopping
 nsynth_label = 'instrument_family'  # nsynth's label: instrument_family (11 classes) | pitch (the MIDI pitches present, up to 128)
 test_fold = 5                 # esc50/esc10: fold (1-5) held out for test; the fold before it (5 when 1) validates, the other three train
+unlabelled_root = ''          # folders of unlabelled recordings (comma-separated) whose clip-length windows join the training clips of train.py and selfsupervised.py
+unlabelled_hop = 0.0          # seconds between the windows cut from unlabelled recordings; 0 = the clip length
+skip_silent_windows = 0.0     # drop unlabelled windows quieter (RMS) than this many dB below full scale, e.g. -50; 0 = keep all
+labelled_per_batch = 0        # every batch holds this many labelled clips (cycled; no clip twice in a batch), the rest from the other clips; 0 = batches drawn at random
 # front end and model
 frontend = 'paper'            # paper: 16 ms window, 8 ms hop | released: 2048-point window, hop 128
 projection_dim = 128          # size of the contrastive embedding z
 init_from = ''                # initialise the encoder from this checkpoint or run directory
-# evaluation
+# schedule and evaluation
+steps = 0                     # optimiser steps in all; 0 = epochs x steps per epoch (given, it replaces --epochs: e.g. a baseline at equal steps)
+eval_every_steps = 0          # validate and checkpoint every this many steps; 0 = at the end of every epoch
+diagnostics = True            # at each validation, linear probes on h and on p beside the head; at the end, the head on the labelled clips clean and augmented
 batchnorm_batches = 16        # before each evaluation, re-estimate BatchNorm statistics on this many training batches (0 = off)
 # speed
 channels_last = True          # channels-last memory layout for the 2D encoder (faster on GPUs and recent CPUs)
@@ -57,7 +64,7 @@ SCRIPT_OPTION_TYPES = {
     'optimizer': str, 'batch_size': int, 'epochs': int, 'learning_rate': float,
     'weight_decay': float, 'warmup_epochs': int,
     'augmentations': str,
-    'ce_weight': float, 'temperature': float, 'probe': str,
+    'ce_weight': float, 'temperature': float, 'probe': str, 'class_input': str, 'heads': str,
 }
 
 

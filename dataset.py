@@ -36,7 +36,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,7 +79,9 @@ class Listing:
 
 @dataclass
 class AudioData:
-    """Decoded clips: waves (N, samples) int16, labels (N,), split -> indices."""
+    """Decoded clips: waves (N, samples) int16, labels, split -> indices. Unlabelled pools
+    (unlabelled.attach) add their windows after the dataset's own clips: `pool` holds their
+    int16 arrays, `unlabelled` their indices, and their labels are -1."""
     name: str
     classes: list
     sample_rate: int
@@ -90,15 +92,17 @@ class AudioData:
     paths: list
     skipped: list
     offsets: list = None          # start (seconds) of each clip in its file, when not all 0
+    pool: list = field(default_factory=list)
+    unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def batch(self, indices, device='cpu'):
         """Float waveforms in [-1, 1) and labels for the given clip indices, in sorted order
         (returned as `order`: memmap reads fastest in file order)."""
         order = np.sort(np.asarray(indices, dtype=np.int64))
-        if len(order) and (order[0] < 0 or order[-1] >= len(self.waves)):
-            raise IndexError(f'clip indices must be in [0, {len(self.waves)})')
+        if len(order) and (order[0] < 0 or order[-1] >= len(self.labels)):
+            raise IndexError(f'clip indices must be in [0, {len(self.labels)})')
         device = torch.device(device)
-        waves = audio.to_float(self.waves, order, device)
+        waves = audio.to_float([self.waves, *self.pool], order, device)
         labels = torch.from_numpy(self.labels[order])
         if device.type == 'cuda':
             return waves, labels.pin_memory().to(device, non_blocking=True), order

@@ -28,6 +28,7 @@ import distributed
 import evaluation
 import options
 import rundir
+import unlabelled
 from checkpoint import Progress
 from config import UserError
 from trainer import Trainer
@@ -77,6 +78,8 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     data = dataset.load(cfg['dataset'], cfg['data_root'], cfg['cache_dir'], cfg['sample_rate'],
                         cfg['clip_seconds'], cfg['download'], cfg['skip_bad_files'],
                         cfg['label_seed'], **options.dataset_options(cfg))
+    data = add_unlabelled_pool(cfg, data, train_on)
+    options.check_against_data(cfg, data, train_on)
     if cfg.get('resume'):
         run_dir = Path(cfg['resume'])
     else:   # created only once the options and the data are good
@@ -92,8 +95,8 @@ def run(cfg, regime, loss_fn, train_on, given=()):
             progress = Progress()
             if cfg.get('resume'):
                 checkpoint.restore(run_dir / 'checkpoint_last.pt', trainer, progress)
-                if main_process:    # epochs logged after that checkpoint are logged again
-                    rundir.truncate_metrics(run_dir, progress.epoch)
+                if main_process:    # what was logged after that checkpoint is logged again
+                    rundir.truncate_metrics(run_dir, progress.epoch, progress.step)
             say(trainer.describe())
             if cfg.get('resume'):
                 say(f'resumed {run_dir} at epoch {progress.epoch + 1}, batch {progress.batch}')
@@ -115,18 +118,34 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     return results
 
 
+def add_unlabelled_pool(cfg, data, train_on):
+    """The windows of --unlabelled_root join the training clips of the two-view regimes."""
+    if not cfg['unlabelled_root']:
+        return data
+    if train_on != 'all':
+        say('note: supervised.py trains on the labelled clips only; --unlabelled_root is ignored')
+        return data
+    roots = unlabelled.roots_of(cfg['unlabelled_root'])
+    unlabelled.check_roots(roots, os.path.commonpath(data.paths))
+    pools = unlabelled.load(roots, cfg['cache_dir'], data.sample_rate, data.clip_samples,
+                            cfg['unlabelled_hop'], cfg['skip_silent_windows'],
+                            cfg['skip_bad_files'])
+    say(unlabelled.describe(pools))
+    return unlabelled.attach(data, pools)
+
+
 def train(trainer, progress, logger, run_dir, stop):
     """The loop. Each step: this process's share of a batch, its augmented views, the loss,
     backward and update. Every log_every steps the loss and learning rate are logged; at the
-    end of each epoch the model is validated and checkpointed. A signal or --stop_after_*
-    checkpoints where the run is and raises Stopped."""
+    end of each epoch (or every eval_every_steps) the model is validated and checkpointed.
+    A signal or --stop_after_* checkpoints where the run is and raises Stopped."""
     cfg = trainer.cfg
     nonfinite_in_row = 0            # a device tensor; read only where the host looks anyway
-    while progress.epoch < cfg['epochs']:
+    while progress.step < trainer.total_steps:
         trainer.model.train()
         batches = trainer.epoch_batches(progress.epoch)
         bar = tqdm(total=len(batches), initial=progress.batch, unit='batch', leave=False,
-                   desc=f'epoch {progress.epoch + 1}/{cfg["epochs"]}', mininterval=1.0,
+                   desc=f'epoch {progress.epoch + 1}', mininterval=1.0,
                    disable=not distributed.is_main())
         last = time.time()
         for batch_indices in batches[progress.batch:]:
@@ -134,26 +153,35 @@ def train(trainer, progress, logger, run_dir, stop):
             finite, logs = trainer.optimise(trainer.make_views(waves), labels, labelled)
             now = time.time()
             progress.count(finite, logs, len(batch_indices), now - last)
-            last = now
             bar.update()
+            epoch_ended = progress.batch == len(batches)
+            if epoch_ended:
+                progress.end_epoch()
             nonfinite_in_row = (nonfinite_in_row + 1) * ~finite
-            epoch_ends = progress.batch == len(batches)
-            if progress.step % cfg['log_every'] == 0 or epoch_ends or trainer.device.type == 'cpu':
+            if (progress.step % cfg['log_every'] == 0 or epoch_ended
+                    or trainer.device.type == 'cpu'):
                 stop_if_not_finite(int(nonfinite_in_row), progress, cfg, run_dir)
             if progress.step % cfg['log_every'] == 0:
                 log_step(trainer, progress, logs, logger, bar)
-            reason = stop_reason(progress, cfg, stop, epoch_ended=False)
-            if reason and not epoch_ends:
+            if validation_due(trainer, progress, epoch_ended):
+                validate(trainer, progress, logger, run_dir)
+            if progress.step == trainer.total_steps:
+                break
+            reason = stop_reason(progress, cfg, stop, epoch_ended)
+            if reason:
                 save(trainer, progress, run_dir / 'checkpoint_last.pt')
-                raise Stopped(f'stopped by {reason} in epoch {progress.epoch + 1} after batch '
-                              f'{progress.batch}', requested=reason != stop.received)
+                where = (f'after epoch {progress.epoch}' if epoch_ended else
+                         f'in epoch {progress.epoch + 1} after batch {progress.batch}')
+                raise Stopped(f'stopped by {reason} {where}', requested=reason != stop.received)
+            last = time.time()
         bar.close()
-        end_epoch(trainer, progress, logger, run_dir)
-        reason = stop_reason(progress, cfg, stop, epoch_ended=True)
-        if reason and progress.epoch < cfg['epochs']:
-            save(trainer, progress, run_dir / 'checkpoint_last.pt')
-            raise Stopped(f'stopped by {reason} after epoch {progress.epoch}',
-                          requested=reason != stop.received)
+
+
+def validation_due(trainer, progress, epoch_ended):
+    """At the end of every epoch, or every eval_every_steps steps; and at the last step."""
+    every = trainer.cfg['eval_every_steps']
+    return (progress.step == trainer.total_steps
+            or (progress.step % every == 0 if every else epoch_ended))
 
 
 def stop_reason(progress, cfg, stop, epoch_ended):
@@ -170,7 +198,7 @@ def stop_if_not_finite(in_row, progress, cfg, run_dir):
     if in_row >= cfg['max_nonfinite_steps']:
         raise UserError(
             f'the loss was not finite for {in_row} steps in a row (epoch {progress.epoch + 1}, '
-            f'batch {progress.batch}); stopped. The last good checkpoint is '
+            f'step {progress.step}); stopped. The last good checkpoint is '
             f'{run_dir / "checkpoint_last.pt"}. Try a lower --learning_rate, or --dtype=float32.')
 
 
@@ -180,33 +208,37 @@ def log_step(trainer, progress, logs, logger, bar):
     rate = progress.clips_seen / max(progress.train_seconds, 1e-9)
     bar.set_postfix(loss=f'{record["loss"]:.3f}', clips_s=f'{rate:.0f}')
     logger.step(progress.step, {**{f'train/{k}': v for k, v in record.items()},
-                                    'learning_rate': trainer.learning_rate(),
-                                    'epoch': progress.epoch + progress.batch / trainer.steps_per_epoch})
+                                'learning_rate': trainer.learning_rate(),
+                                'epoch': progress.step / trainer.steps_per_epoch})
 
 
-def end_epoch(trainer, progress, logger, run_dir):
-    """Validate (on the main process), log, and checkpoint."""
-    cfg = trainer.cfg
-    record = {'epoch': progress.epoch + 1, **progress.epoch_means(),
+def validate(trainer, progress, logger, run_dir):
+    """Validate (on the main process), log a line of metrics.jsonl, and checkpoint."""
+    cfg, every = trainer.cfg, trainer.cfg['eval_every_steps']
+    record = {'epoch': (round(progress.step / trainer.steps_per_epoch, 3) if every
+                        else progress.epoch),
+              'step': progress.step, **progress.means(),
               'learning_rate': trainer.learning_rate(), 'seconds': progress.epoch_seconds,
               'skipped_steps': int(progress.skipped)}
-    progress.new_epoch()
+    progress.new_record()
     if distributed.is_main():
         evaluation.recalibrate_batchnorm(trainer.model, trainer.data, trainer.step_indices,
                                          trainer.device, trainer.amp_dtype,
                                          cfg['batchnorm_batches'], cfg['batch_size'])
-        record['val_accuracy'] = evaluation.accuracy(
-            trainer.model, trainer.data, trainer.data.splits['val'], trainer.device,
-            trainer.amp_dtype)['accuracy']
+        record.update(evaluation.validate(trainer.model, trainer.data, trainer.labelled_indices,
+                                          trainer.device, trainer.amp_dtype, cfg['diagnostics']))
         improved = record['val_accuracy'] > progress.best_val_accuracy
         progress.best_val_accuracy = max(progress.best_val_accuracy, record['val_accuracy'])
-        print(f'epoch {record["epoch"]}: loss {record.get("loss", float("nan")):.4f}  val accuracy '
-              f'{record["val_accuracy"]:.4f}{"  (best)" if improved else ""}  '
-              f'{record["seconds"]:.1f}s')
+        probes = ''.join(f'  probe on {k} {record[f"probe_{k}_val_accuracy"]:.4f}'
+                         for k in ('h', 'p') if f'probe_{k}_val_accuracy' in record)
+        print(f'epoch {record["epoch"]} (step {progress.step}): loss '
+              f'{record.get("loss", float("nan")):.4f}  val accuracy {record["val_accuracy"]:.4f}'
+              f'{"  (best)" if improved else ""}{probes}  {record["seconds"]:.1f}s')
         logger.epoch(progress.step, record)
         if improved:
             save(trainer, progress, run_dir / 'checkpoint_best.pt')
-        if progress.epoch % cfg['checkpoint_every'] == 0 or progress.epoch == cfg['epochs']:
+        validations = progress.step // every if every else progress.epoch
+        if validations % cfg['checkpoint_every'] == 0 or progress.step == trainer.total_steps:
             save(trainer, progress, run_dir / 'checkpoint_last.pt')
     distributed.barrier()
 
@@ -222,10 +254,17 @@ def finish(trainer, progress, logger, run_dir, started):
     results, test_predictions = evaluation.final(
         trainer.model, data, trainer.labelled_indices, trainer.device, trainer.amp_dtype,
         trainer.regime, best['epoch'], cfg['probe'])
+    if cfg['diagnostics']:      # the head on its own training clips: clean, and as trained
+        for name, augment in (('clean', None), ('augmented', lambda w: trainer.make_views(w)[0])):
+            results[f'head_train_{name}_accuracy'] = evaluation.head_accuracy(
+                trainer.model, data, trainer.labelled_indices, trainer.device,
+                trainer.amp_dtype, augment)
     results.update({'regime': trainer.regime, 'dataset': cfg['dataset'],
                     'label_fraction': cfg['label_fraction'],
                     'labelled_clips': int(len(trainer.labelled_indices)),
+                    'unlabelled_clips': int(len(data.unlabelled)),
                     'training_clips': int(len(trainer.step_indices)), 'epochs': cfg['epochs'],
+                    'steps': progress.step, 'best_step': best['step'],
                     'seed': cfg['seed'], 'label_seed': cfg['label_seed'],
                     'seconds': time.time() - started,
                     'clips_per_second': progress.clips_seen / max(progress.train_seconds, 1e-9),

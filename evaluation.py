@@ -24,20 +24,31 @@ def head_name(regime):
 
 
 @torch.no_grad()
+def representations(model, data, indices, device, amp_dtype, batch_size=256, augment=None):
+    """The model's outputs for the given (sorted) clips in eval mode, on the CPU in float32:
+    {'logits', 'h' (the encoder's features), and 'p' (the projection) where the model has
+    one}. Unaugmented, unless `augment` (waves -> waves) is given."""
+    was_training = model.training
+    model.eval()
+    parts = {}
+    for start in range(0, len(indices), batch_size):
+        waves, _, _ = data.batch(np.sort(indices[start:start + batch_size]), device)
+        if augment is not None:
+            waves = augment(waves)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
+            out = model(waves)
+        for key in ('logits', 'h', 'p'):
+            if key in out:
+                parts.setdefault(key, []).append(out[key].float().cpu())
+    model.train(was_training)
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
 def outputs(model, data, indices, device, amp_dtype, batch_size=256):
     """The model's logits and 512-d features h for the given clips (unaugmented, eval
     mode), in their order."""
-    was_training = model.training
-    model.eval()
-    logits, features = [], []
-    for start in range(0, len(indices), batch_size):
-        waves, _, _ = data.batch(np.sort(indices[start:start + batch_size]), device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype != torch.float32):
-            out = model(waves)
-        logits.append(out['logits'].float().cpu())
-        features.append(out['h'].float().cpu())
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(features)
+    out = representations(model, data, indices, device, amp_dtype, batch_size)
+    return out['logits'], out['h']
 
 
 @torch.no_grad()
@@ -137,6 +148,39 @@ def write_confusion(predictions, labels, classes, base, title):
          'matrix': matrix.tolist(), 'accuracy': accuracy}, indent=1) + '\n')
     plot_confusion(matrix, list(classes), f'{title}\naccuracy {accuracy:.3f}', f'{base}.png')
     return Path(f'{base}.png')
+
+
+def validate(model, data, labelled_indices, device, amp_dtype, diagnostics=True,
+             probe_clips=2000):
+    """The validation accuracy of the model's head and, with `diagnostics`, of linear probes
+    fitted quickly (weight decay 1e-3, no search) on the frozen h and p of (up to
+    `probe_clips` of) the labelled training clips. Side by side they tell a projection
+    bottleneck (probe on p well below probe on h) and an under-optimised head (probe on p
+    well above the head)."""
+    val_indices = np.sort(data.splits['val'])
+    val = representations(model, data, val_indices, device, amp_dtype)
+    val_labels = torch.from_numpy(data.labels[val_indices])
+    record = {'val_accuracy': float((val['logits'].argmax(1) == val_labels).float().mean())}
+    if not diagnostics:
+        return record
+    chosen = np.sort(np.random.default_rng(0).permutation(labelled_indices)[:probe_clips])
+    train = representations(model, data, chosen, device, amp_dtype)
+    train_labels = torch.from_numpy(data.labels[chosen])
+    for key in ('h', 'p'):
+        if key in train:
+            mean, std = train[key].mean(0), train[key].std(0, unbiased=False) + 1e-6
+            probe = fit_linear((train[key] - mean) / std, train_labels, len(data.classes), 1e-3)
+            with torch.no_grad():
+                predicted = probe((val[key] - mean) / std).argmax(1)
+            record[f'probe_{key}_val_accuracy'] = float((predicted == val_labels).float().mean())
+    return record
+
+
+def head_accuracy(model, data, indices, device, amp_dtype, augment=None):
+    """The head's accuracy on the clips `indices`, clean or through `augment`."""
+    indices = np.sort(indices)
+    logits = representations(model, data, indices, device, amp_dtype, augment=augment)['logits']
+    return float((logits.argmax(1) == torch.from_numpy(data.labels[indices])).float().mean())
 
 
 def fit_linear(features, labels, num_classes, weight_decay, steps=100):

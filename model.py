@@ -4,6 +4,8 @@ losses as pure functions.
 One model class serves the three regimes so that weights move between them:
     waveforms -> front end (no gradient) -> encoder -> h (512-d)
     clar:           h -> projection MLP -> p (128-d); z = p / |p|; logits = Linear(p)
+                    (class_input='h': logits = Linear(h); heads='released': the released
+                    code's projection and class head, with BatchNorm)
     selfsupervised: h -> projection MLP -> p; z = p / |p|; logits = Linear(h.detach()),
                     an online probe that watches the encoder without training it
     supervised:     h -> MLP (512-512-classes) -> logits, a class layer where z would be
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 from spectograms import Spectrogram
 
 HEADS = ('clar', 'selfsupervised', 'supervised')
+CLASS_INPUTS = ('p', 'h')           # what CLAR's class layer reads
+HEAD_KINDS = ('mlp', 'released')
 
 
 ENCODERS = ('resnet2d', 'resnet1d')
@@ -85,17 +89,33 @@ def mlp(dim_in, dim_hidden, dim_out):
                          nn.Linear(dim_hidden, dim_out))
 
 
+def released_projection(dim_in, dim_hidden, dim_out):
+    """The released CLAR code's projection: Linear, BatchNorm, ReLU, Linear."""
+    return nn.Sequential(nn.Linear(dim_in, dim_hidden), nn.BatchNorm1d(dim_hidden),
+                         nn.ReLU(inplace=True), nn.Linear(dim_hidden, dim_out))
+
+
+def released_class_head(dim_in, num_classes):
+    """The released CLAR code's class head on p: BatchNorm, ReLU, Linear without bias."""
+    return nn.Sequential(nn.BatchNorm1d(dim_in), nn.ReLU(inplace=True),
+                         nn.Linear(dim_in, num_classes, bias=False))
+
+
 class ClarModel(nn.Module):
     """Front end, encoder and the heads of one regime (see the module docstring)."""
 
     def __init__(self, num_classes, head='clar', sample_rate=16000, frontend='paper',
-                 encoder_width=1.0, projection_dim=128, encoder='resnet2d'):
+                 encoder_width=1.0, projection_dim=128, encoder='resnet2d', class_input='p',
+                 heads='mlp'):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f'head must be one of {HEADS}, got {head!r}')
-        if encoder not in ENCODERS:
-            raise ValueError(f'encoder must be one of {ENCODERS}, got {encoder!r}')
+        for name, value, valid in (('head', head, HEADS), ('encoder', encoder, ENCODERS),
+                                   ('class_input', class_input, CLASS_INPUTS),
+                                   ('heads', heads, HEAD_KINDS)):
+            if value not in valid:
+                raise ValueError(f'{name} must be one of {valid}, got {value!r}')
         self.head = head
+        self.class_input = class_input if head == 'clar' else 'h'
+        self.class_input_detached = head == 'selfsupervised'   # the online probe
         if encoder == 'resnet2d':
             self.frontend = Spectrogram(sample_rate, frontend)
             self.encoder = ResNet18(3, encoder_width, dims=2)
@@ -107,18 +127,23 @@ class ClarModel(nn.Module):
         if head == 'supervised':
             self.classifier = mlp(features, features, num_classes)
         else:
-            self.projection = mlp(features, features, projection_dim)
-            self.classifier = nn.Linear(projection_dim if head == 'clar' else features,
-                                        num_classes)
+            released = head == 'clar' and heads == 'released'
+            self.projection = (released_projection if released else mlp)(
+                features, features, projection_dim)
+            width = projection_dim if self.class_input == 'p' else features
+            self.classifier = (released_class_head(width, num_classes) if released
+                               else nn.Linear(width, num_classes))
 
     def features(self, spectrograms):
-        """Encoder and heads on the front end's output: {'h', 'z', 'logits'}."""
+        """Encoder and heads on the front end's output: {'h', 'p', 'z', 'logits'}
+        (supervised: {'h', 'logits'})."""
         h = self.encoder(spectrograms)
         if self.projection is None:
             return {'h': h, 'logits': self.classifier(h)}
         p = self.projection(h)
-        logits = self.classifier(p if self.head == 'clar' else h.detach())
-        return {'h': h, 'z': F.normalize(p.float(), dim=1), 'logits': logits}
+        read = p if self.class_input == 'p' else h
+        logits = self.classifier(read.detach() if self.class_input_detached else read)
+        return {'h': h, 'p': p, 'z': F.normalize(p.float(), dim=1), 'logits': logits}
 
     def forward(self, waveforms):
         return self.features(self.frontend(waveforms))
@@ -131,8 +156,10 @@ class ClarModel(nn.Module):
 
 def build(cfg, num_classes, regime):
     """The model a run's configuration describes."""
+    # .get: runs made before an option existed had what its default gives now
     return ClarModel(num_classes, regime, cfg['sample_rate'], cfg['frontend'],
-                     cfg['encoder_width'], cfg['projection_dim'], cfg.get('encoder', 'resnet2d'))
+                     cfg['encoder_width'], cfg['projection_dim'], cfg.get('encoder', 'resnet2d'),
+                     cfg.get('class_input', 'p'), cfg.get('heads', 'mlp'))
 
 
 def nt_xent(z1, z2, temperature=0.5):

@@ -32,11 +32,25 @@ def check(cfg):
     one_of('probe', evaluation.PROBES)
     one_of('dtype', ('auto', *DTYPES))
     one_of('wandb', WANDB_MODES)
+    if 'class_input' in cfg:
+        one_of('class_input', model_module.CLASS_INPUTS)
+        one_of('heads', model_module.HEAD_KINDS)
     if not 0 < cfg['label_fraction'] <= 1:
         raise UserError(f'--label_fraction must be in (0, 1], got {cfg["label_fraction"]}')
     for name in ('batch_size', 'epochs', 'checkpoint_every', 'log_every'):
         if cfg[name] < 1:
             raise UserError(f'--{name} must be at least 1, got {cfg[name]}')
+    for name in ('steps', 'eval_every_steps', 'labelled_per_batch'):
+        if cfg[name] < 0:
+            raise UserError(f'--{name} must be 0 (off) or more, got {cfg[name]}')
+    if cfg['labelled_per_batch'] >= cfg['batch_size']:
+        raise UserError(f'--labelled_per_batch={cfg["labelled_per_batch"]} must be below '
+                        f'--batch_size={cfg["batch_size"]} (the rest of each batch comes from '
+                        f'the other clips)')
+    if cfg['unlabelled_hop'] < 0 or cfg['skip_silent_windows'] > 0:
+        raise UserError('--unlabelled_hop must be 0 (the clip length) or more seconds, and '
+                        '--skip_silent_windows a level in dB below full scale (negative, e.g. '
+                        '-50; 0 = off)')
     for name in ('encoder_width', 'learning_rate', 'temperature'):
         if name in cfg and cfg[name] <= 0:
             raise UserError(f'--{name} must be positive, got {cfg[name]}')
@@ -50,6 +64,29 @@ def check(cfg):
         rundir.init_from_file(cfg['init_from'])
     if cfg['wandb'] != 'off':
         rundir.check_wandb(cfg['wandb'])
+
+
+def check_against_data(cfg, data, train_on):
+    """Checks that need the loaded data, still before the run directory is made; and a
+    suggestion where labels would drown in an unlabelled pool."""
+    per_batch = cfg['labelled_per_batch']
+    if train_on != 'all':
+        if per_batch:
+            print('note: supervised.py trains on the labelled clips only; '
+                  '--labelled_per_batch is ignored')
+        return
+    labelled = dataset.labelled_subset(data.labels, data.splits['train'], cfg['label_fraction'],
+                                       cfg['label_seed'])
+    if per_batch > len(labelled):
+        raise UserError(f'--labelled_per_batch={per_batch} is more than the {len(labelled)} '
+                        f'labelled clips (a batch may not hold a clip twice); lower it')
+    pool = len(data.splits['train']) + len(data.unlabelled)
+    if len(data.unlabelled) and not per_batch and len(labelled) < 0.1 * pool:
+        expected = cfg['batch_size'] * len(labelled) / pool
+        suggested = max(1, min(len(labelled), cfg['batch_size'] // 8))
+        print(f'note: {len(labelled)} labelled clips among {pool}: a random batch of '
+              f'{cfg["batch_size"]} holds {expected:.2f} of them on average. '
+              f'--labelled_per_batch={suggested} puts {suggested} in every batch.')
 
 
 def augmentation_names(cfg):

@@ -88,12 +88,14 @@ def read_json(path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def truncate_metrics(run_dir, epochs):
-    """Keep the first `epochs` lines of metrics.jsonl (a resumed run logs the rest again)."""
+def truncate_metrics(run_dir, epochs, step):
+    """Keep the lines of metrics.jsonl up to `step` (or, in runs that did not log steps,
+    `epochs`): a resumed run logs the rest again."""
     path = Path(run_dir) / 'metrics.jsonl'
     if path.exists():
-        lines = [line for line in path.read_text().splitlines()
-                 if line.strip() and json.loads(line)['epoch'] <= epochs]
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = [json.dumps(r) for r in records
+                 if (r['step'] <= step if 'step' in r else r['epoch'] <= epochs)]
         temporary = Path(f'{path}.tmp')
         temporary.write_text(''.join(line + '\n' for line in lines))
         os.replace(temporary, path)

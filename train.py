@@ -29,6 +29,8 @@ augmentations = 'fade,time_mask'  # comma-separated names (augmentation.NAMES), 
 temperature = 0.5             # NT-Xent temperature
 ce_weight = 1.0               # weight of the cross-entropy term (1 in the paper)
 probe = 'linear'              # evaluation head on frozen features: linear | mlp (512-512-classes, dropout 0.2, as the released code)
+class_input = 'p'             # what the class layer reads: p (the 128-d projection, as the paper) | h (the 512-d encoder output)
+heads = 'mlp'                 # mlp: projection 512-512-128, linear class layer | released: the released code's (projection with BatchNorm; class head BatchNorm-ReLU-Linear, no bias)
 
 import torch  # noqa: E402  (the hyperparameters come first, to be edited)
 

@@ -29,9 +29,14 @@ class Trainer:
                                                         cfg['label_fraction'], cfg['label_seed'])
         self.is_labelled = np.zeros(len(data.labels), dtype=bool)
         self.is_labelled[self.labelled_indices] = True
-        self.step_indices = train_indices if train_on == 'all' else self.labelled_indices
+        if train_on == 'all':           # the dataset's training clips and any unlabelled pool
+            self.step_indices = np.concatenate([train_indices, data.unlabelled])
+        else:
+            self.step_indices = self.labelled_indices
         # the global batch, capped at the clips there are
         self.global_batch = min(cfg['batch_size'] * world_size, len(self.step_indices))
+        # labelled clips in every batch (all processes together); 0: batches at random
+        self.labelled_per_batch = cfg['labelled_per_batch'] * world_size if train_on == 'all' else 0
 
         self.model = model_module.build(cfg, len(data.classes), regime).to(device)
         if cfg.get('init_from'):
@@ -53,8 +58,11 @@ class Trainer:
         self.optimizer = optim.build(self.model, cfg['optimizer'], cfg['learning_rate'],
                                      cfg['weight_decay'])
         self.steps_per_epoch = len(self.epoch_batches(0))
+        # --steps, when given, replaces --epochs (e.g. a baseline at equal optimiser steps)
+        self.total_steps = cfg['steps'] or self.steps_per_epoch * cfg['epochs']
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.steps_per_epoch, cfg['epochs'], cfg['warmup_epochs']))
+            self.optimizer, warmup_cosine(self.total_steps,
+                                          self.steps_per_epoch * cfg['warmup_epochs']))
         self.amp_dtype = options.autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.augment_generator = torch.Generator().manual_seed(cfg['seed'] * 7919 + rank)
@@ -77,6 +85,10 @@ class Trainer:
         return line
 
     def epoch_batches(self, epoch):
+        if self.labelled_per_batch:
+            others = np.setdiff1d(self.step_indices, self.labelled_indices)
+            return mixed_batches(self.labelled_indices, others, self.global_batch,
+                                 self.labelled_per_batch, self.cfg['seed'], epoch)
         return epoch_batches(self.step_indices, self.global_batch, self.cfg['seed'], epoch)
 
     def load_batch(self, batch_indices):
@@ -117,10 +129,10 @@ class Trainer:
         return self.scheduler.get_last_lr()[0]
 
 
-def warmup_cosine(steps_per_epoch, epochs, warmup_epochs):
+def warmup_cosine(total_steps, warmup_steps):
     """Learning-rate factor per step: linear warm-up, then cosine decay to zero."""
-    total = max(1, steps_per_epoch * epochs)
-    warmup = min(steps_per_epoch * warmup_epochs, total - 1)
+    total = max(1, total_steps)
+    warmup = min(warmup_steps, total - 1)
 
     def factor(step):
         if step < warmup:
@@ -139,3 +151,24 @@ def epoch_batches(indices, batch_size, seed, epoch):
     order = indices[torch.randperm(len(indices), generator=generator).numpy()]
     count = len(order) // batch_size if len(order) >= batch_size else 1
     return [order[i * batch_size:(i + 1) * batch_size] for i in range(count)]
+
+
+def mixed_batches(labelled, others, batch_size, per_batch, seed, epoch):
+    """One pass over `others` (shuffled), batch_size - per_batch at a time, each batch
+    joined by per_batch labelled clips: the labelled clips are cycled, reshuffled every
+    pass, and no clip comes twice in one batch (a duplicate would be a false negative for
+    NT-Xent). Drawn from (seed, epoch) alone, like epoch_batches. The labelled clips come
+    first in each batch, so that every process's share (batch[rank::processes]) holds the
+    same number of them."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = others[torch.randperm(len(others), generator=generator).numpy()]
+    rest = batch_size - per_batch
+    count = max(1, len(order) // rest)
+    stream = np.zeros(0, dtype=np.int64)
+    while len(stream) < count * per_batch:
+        shuffled = labelled[torch.randperm(len(labelled), generator=generator).numpy()]
+        filling = stream[len(stream) - len(stream) % per_batch:]     # the batch being filled
+        repeat = np.isin(shuffled, filling)
+        stream = np.concatenate([stream, shuffled[~repeat], shuffled[repeat]])
+    return [np.concatenate([stream[b * per_batch:(b + 1) * per_batch], order[b * rest:(b + 1) * rest]])
+            for b in range(count)]

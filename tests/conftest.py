@@ -70,14 +70,16 @@ def write_class_folders(root, classes=('low', 'mid', 'high'), per_class=10, seed
     return root
 
 
-def tiny_run(data_root, name, script_name='train', **overrides):
+def tiny_run(fixture_root, name, script_name='train', **overrides):
     """The resolved configuration of a tiny CLAR (or other) run on the Speech Commands
-    fixture in data_root/sc: width 0.125, batch 8, 4 epochs, half the labels."""
+    fixture in fixture_root/sc: width 0.125, batch 8, 4 epochs, half the labels; runs in
+    fixture_root/runs."""
     import importlib
     import config
     cfg = config.script_defaults(vars(importlib.import_module(script_name)))
-    cfg.update(dataset='speechcommands', data_root=str(Path(data_root) / 'sc'),
-               cache_dir=str(Path(data_root) / 'cache'), out_dir=str(Path(data_root) / 'runs'),
+    root = Path(fixture_root)
+    cfg.update(dataset='speechcommands', data_root=str(root / 'sc'),
+               cache_dir=str(root / 'cache'), out_dir=str(root / 'runs'),
                run_name=name, encoder_width=0.125, batch_size=8, epochs=4, warmup_epochs=1,
                learning_rate=1e-3, label_fraction=0.5, batchnorm_batches=2)
     cfg.update(overrides)

@@ -1,0 +1,200 @@
+"""Unlabelled pools: folders of recordings of any length whose clip-length windows join the
+training clips of train.py and selfsupervised.py without a label.
+
+    python train.py --dataset=folder --data_root=labelled/ --unlabelled_root=recordings/
+
+Every .wav/.flac/.ogg file under a root (recursively; any rate, channel count and length)
+is cut into consecutive windows of the clip length, --unlabelled_hop seconds apart (default:
+the clip length), by audio.windows: a last partial window is kept, zero-padded, when it
+holds at least half a clip; a file shorter than a clip gives one padded window.
+--skip_silent_windows=-50 drops windows whose RMS is below -50 dB full scale. The windows
+are decoded once into a waveform cache per root (memory-mapped; adding files to one root
+re-decodes that root only), the same int16 cache the datasets use.
+"""
+import json
+import math
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+import audio
+from config import UserError
+
+SPAN_WINDOWS = 256          # windows decoded at a time: long recordings in bounded memory
+
+
+def roots_of(text):
+    return [Path(part.strip()).expanduser() for part in text.split(',') if part.strip()]
+
+
+def check_roots(roots, labelled_root):
+    """Refuse a pool root that is missing, or that is, contains or lies inside the folder
+    of the labelled data (it would put validation and test clips into training)."""
+    labelled = Path(labelled_root).resolve()
+    for root in roots:
+        if not root.is_dir():
+            raise UserError(f'--unlabelled_root: {root} is not a folder')
+        resolved = root.resolve()
+        if resolved == labelled or labelled in resolved.parents or resolved in labelled.parents:
+            relation = ('is' if resolved == labelled else
+                        'lies inside' if labelled in resolved.parents else 'contains')
+            raise UserError(f'--unlabelled_root: {root} {relation} the labelled data '
+                            f'({labelled}); its validation and test clips would join training. '
+                            f'Give a folder apart from the labelled data.')
+
+
+def load(roots, cache_dir, sample_rate, clip_samples, hop_seconds=0.0, silence_db=0.0,
+         skip_bad_files=False):
+    """The windows of every root: [(root, int16 memmap (n, clip_samples), index)], built on
+    first use. index: files, windows per file, skipped files, silent windows dropped."""
+    hop = int(round(hop_seconds * sample_rate)) if hop_seconds else clip_samples
+    pools = []
+    for root in roots:
+        files = [str(p) for p in audio.audio_files(root)]
+        if not files:
+            raise UserError(f'--unlabelled_root: no audio ({", ".join(audio.AUDIO_EXTENSIONS)}) '
+                            f'under {root}')
+        key = audio.fingerprint(files, [0.0] * len(files), sample_rate, clip_samples,
+                                extra=f'pool hop {hop} silence {silence_db:g}')
+        folder = (Path(cache_dir).expanduser() / 'waveforms' /
+                  f'unlabelled-{root.name or "root"}-{sample_rate}-{clip_samples}-{key}')
+        audio.build_once(folder, lambda: build(folder, files, sample_rate, clip_samples, hop,
+                                               silence_db, skip_bad_files))
+        index = json.loads((folder / 'index.json').read_text())
+        if index['skipped'] and not skip_bad_files:
+            raise UserError(f'the cached pool {root} skipped {len(index["skipped"])} bad files '
+                            f'(first: {index["skipped"][0]}); run with --skip_bad_files=True')
+        if index['count'] == 0:
+            raise UserError(f'--unlabelled_root: {root} gave no windows ('
+                            + (f'{len(index["skipped"])} unreadable files' if index['skipped']
+                               else f'{index["silent"]} windows below '
+                                    f'--skip_silent_windows={silence_db:g} dB') + ')')
+        waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
+        pools.append((root, waves, index))
+    return pools
+
+
+def file_windows(path, sample_rate, clip_samples, hop):
+    """The int16 windows of one file, a span of SPAN_WINDOWS at a time (so that an hour-long
+    recording is never decoded whole), with the start of each in samples."""
+    start = 0
+    while True:
+        wanted = (SPAN_WINDOWS - 1) * hop + clip_samples
+        try:
+            wave = audio.read_audio(path, sample_rate, start / sample_rate, wanted)
+        except ValueError as error:
+            if start and 'past the end' in str(error):
+                return
+            raise
+        views, starts = audio.windows(wave, clip_samples, hop)
+        yield audio.to_int16(views.numpy()), starts.numpy() + start
+        if len(wave) < wanted:
+            return
+        start += SPAN_WINDOWS * hop
+
+
+def quiet(windows, silence_db):
+    """Which int16 windows have an RMS below silence_db dB full scale."""
+    if not silence_db:
+        return np.zeros(len(windows), dtype=bool)
+    rms = np.sqrt(np.mean(np.square(windows.astype(np.float32) / 32768), axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-10)) < silence_db
+
+
+def build(folder, files, sample_rate, clip_samples, hop, silence_db, skip_bad_files):
+    """Decode the windows of every file into folder/waves.npy (+ starts.npy, file.npy and
+    index.json), atomically, a few files at a time in threads."""
+    room = 0
+    for path in files:              # an upper bound on the windows, from the headers
+        try:
+            info = soundfile.info(path)
+            samples = math.ceil(info.frames * sample_rate / info.samplerate)
+        except Exception:           # unreadable: the decode below names it
+            samples = 0
+        room += 1 + max(0, math.ceil((samples - clip_samples) / hop) + 1)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if room * clip_samples * 2 > shutil.disk_usage(folder.parent).free:
+        raise UserError(f'the cache of {room} unlabelled windows needs '
+                        f'{room * clip_samples * 2 / 2**30:.1f} GiB; {folder.parent} has less '
+                        f'free: point --cache_dir elsewhere')
+    partial = Path(tempfile.mkdtemp(prefix=folder.name + '.partial-', dir=folder.parent))
+
+    def decode(path):
+        try:
+            return list(file_windows(path, sample_rate, clip_samples, hop)), None
+        except ValueError as error:
+            return None, str(error)
+
+    workers = audio.decode_workers()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
+                                          shape=(max(room, 1), clip_samples))
+        starts, file_numbers, per_file, skipped, silent, count = [], [], [], [], 0, 0
+        with ThreadPoolExecutor(workers) as pool:
+            # a few files at a time: the decoded windows waiting to be written stay bounded
+            results = (result for first in range(0, len(files), workers)
+                       for result in pool.map(decode, files[first:first + workers]))
+            for number, (spans, error) in enumerate(results):
+                if error is not None:
+                    if not skip_bad_files:
+                        raise UserError(f'{files[number]}: {error}. Remove or fix the file, or '
+                                        f'run with --skip_bad_files=True to skip such files.')
+                    skipped.append(f'{files[number]}: {error}')
+                    per_file.append(0)
+                    continue
+                kept_here = 0
+                for rows, row_starts in spans:
+                    keep = ~quiet(rows, silence_db)
+                    silent += int((~keep).sum())
+                    rows, row_starts = rows[keep], row_starts[keep]
+                    waves[count:count + len(rows)] = rows
+                    count += len(rows)
+                    kept_here += len(rows)
+                    starts.append(row_starts)
+                    file_numbers.append(np.full(len(rows), number, dtype=np.int32))
+                per_file.append(kept_here)
+        waves.flush()
+        del waves
+        np.save(partial / 'starts.npy', np.concatenate(starts or [np.zeros(0, np.int64)]))
+        np.save(partial / 'file.npy', np.concatenate(file_numbers or [np.zeros(0, np.int32)]))
+        (partial / 'index.json').write_text(json.dumps({
+            'files': files, 'windows_per_file': per_file, 'count': count, 'skipped': skipped,
+            'silent': silent, 'sample_rate': sample_rate, 'clip_samples': clip_samples,
+            'hop': hop, 'silence_db': silence_db}))
+        os.replace(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+
+
+def attach(data, pools):
+    """The dataset with the pools' windows added after its own clips: labels -1, in no
+    split, listed in data.unlabelled."""
+    arrays = [waves for _, waves, _ in pools]
+    total = sum(len(a) for a in arrays)
+    first = len(data.labels)
+    data.pool = arrays
+    data.labels = np.concatenate([data.labels, np.full(total, -1, dtype=np.int64)])
+    data.unlabelled = np.arange(first, first + total)
+    return data
+
+
+def describe(pools):
+    lines = []
+    for root, waves, index in pools:
+        files = sum(1 for n in index['windows_per_file'] if n)
+        lines.append(f'unlabelled pool {root}: {files} files, {len(waves)} windows'
+                     + (f', {index["silent"]} silent windows dropped' if index['silent'] else '')
+                     + (f', {len(index["skipped"])} unreadable files skipped'
+                        if index['skipped'] else ''))
+    return '\n'.join(lines)
