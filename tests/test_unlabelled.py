@@ -189,3 +189,25 @@ def test_the_batch_reads_dataset_and_pool_rows(data, tmp_path):
     assert order.tolist() == [0, own + 1, own + 6] and labels.tolist()[1:] == [-1, -1]
     assert torch.equal(waves[1], torch.from_numpy(pools[0][1][1].astype(np.float32) / 32768))
     assert torch.equal(waves[0], torch.from_numpy(labelled.waves[0].astype(np.float32) / 32768))
+
+
+def test_the_split_tool_keeps_the_labelled_subset_and_the_split(tmp_path):
+    import sys
+
+    import dataset
+    from tests.conftest import ROOT, write_fsdd
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import split_labelled
+    recordings = write_fsdd(tmp_path / 'fsdd')
+    counts = split_labelled.split('fsdd', recordings, tmp_path / 'cache', 0.5, 0, tmp_path / 'own')
+    whole = dataset.load('fsdd', recordings, tmp_path / 'cache')
+    chosen = dataset.labelled_subset(whole.labels, whole.splits['train'], 0.5, 0)
+    own = dataset.load('folder', tmp_path / 'own' / 'labelled', tmp_path / 'cache')
+    name = lambda paths: sorted(p.rsplit('/', 1)[-1] for p in paths)        # noqa: E731
+    assert name(own.paths[i] for i in own.splits['train']) == name(whole.paths[i] for i in chosen)
+    for part in ('val', 'test'):
+        assert name(own.paths[i] for i in own.splits[part]) == name(
+            whole.paths[i] for i in whole.splits[part])
+    pool = sorted(p.name for p in (tmp_path / 'own' / 'unlabelled').iterdir())
+    assert len(pool) == counts['unlabelled'] == len(whole.splits['train']) - len(chosen)
+    assert own.classes == whole.classes
