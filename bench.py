@@ -16,8 +16,12 @@ Lines (each has `name` and `clips_per_second`):
   clar_step/resnet1d, clar_step/resnet2d, encoder_1d_over_2d
                           the whole CLAR step with each encoder, timed in turn; `ratio`:
                           how many times the raw-waveform encoder's step costs the 2D one's
-  memory                  peak anonymous memory (RssAnon) and, on CUDA, peak GPU memory
+  clar_step/pool          with --pool_clips=N: CLAR steps drawn from the data plus an
+                          unlabelled pool of N windows (1 % labels, --labelled_per_batch)
+  memory                  peak anonymous memory (RssAnon) and, on CUDA, peak GPU memory;
+                          compare runs with --pool_clips=0 and --pool_clips=100000
 """
+import itertools
 import json
 import sys
 import tempfile
@@ -50,6 +54,7 @@ augment_batch = 256           # batch size for the per-augmentation lines
 baselines = True              # also time torchaudio's per-clip pitch shift and time stretch
 compare_encoders = True       # also time the whole CLAR step with resnet1d against resnet2d
 cache_clips = 4096            # size of the synthetic waveform cache
+pool_clips = 0                # also train CLAR steps from an unlabelled pool of this many synthetic windows (its memory: the `memory` line)
 
 
 def timed(function, clips, device, seconds):
@@ -97,21 +102,42 @@ def memory_mib():
             for key in ('RssAnon', 'VmHWM') if key in fields}
 
 
-def synthetic_data(clips, clip_samples, folder):
-    """An on-disk int16 waveform cache of random clips, read as the scripts read theirs."""
-    waves = np.lib.format.open_memmap(folder / 'waves.npy', mode='w+', dtype=np.int16,
-                                      shape=(clips, clip_samples))
+def synthetic_waves(clips, clip_samples, path):
+    """An on-disk int16 array of random clips, memory-mapped as the caches are."""
+    waves = np.lib.format.open_memmap(path, mode='w+', dtype=np.int16, shape=(clips, clip_samples))
     rng = np.random.default_rng(0)
     for start in range(0, clips, 1024):           # in chunks: never the whole set in memory
         rows = waves[start:start + 1024]
         rows[:] = rng.integers(-3000, 3000, rows.shape, dtype=np.int16)
     waves.flush()
     del waves
+    return np.load(path, mmap_mode='r')
+
+
+def synthetic_data(clips, clip_samples, folder):
+    """A dataset of random clips in an on-disk waveform cache, read as the scripts read theirs."""
+    waves = synthetic_waves(clips, clip_samples, folder / 'waves.npy')
     labels = np.arange(clips) % 10
     splits = {'train': np.arange(clips), 'val': np.arange(10), 'test': np.arange(10)}
-    return dataset.AudioData('bench', [str(i) for i in range(10)], 16000, clip_samples,
-                             np.load(folder / 'waves.npy', mmap_mode='r'), labels, splits,
-                             [], [])
+    return dataset.AudioData('bench', [str(i) for i in range(10)], 16000, clip_samples, waves,
+                             labels, splits, [], [])
+
+
+def pool_steps(make_trainer, data, opts, folder):
+    """Clips per second of CLAR steps drawn, as train.py draws them, from the dataset plus
+    an unlabelled pool of opts['pool_clips'] synthetic windows, with 1 % of the labels and
+    --labelled_per_batch: the sampler, the batch reads from both caches, the step."""
+    import unlabelled
+    pool = synthetic_waves(opts['pool_clips'], data.clip_samples, folder / 'pool.npy')
+    unlabelled.attach(data, [(folder, pool, {})])
+    trainer = make_trainer('clar', label_fraction=0.01,
+                           labelled_per_batch=max(1, opts['batch_size'] // 8))
+    batches = itertools.cycle(trainer.epoch_batches(0))
+
+    def step():
+        waves, labels, labelled = trainer.load_batch(next(batches))
+        trainer.optimise(trainer.make_views(waves), labels, labelled)
+    return timed(step, trainer.global_batch, trainer.device, opts['seconds'])
 
 
 def baseline_speeds(waves, device, seconds, clips=3):
@@ -189,7 +215,7 @@ def main(argv):
         cfg = config_module.script_defaults(vars(script))
         cfg.update({k: opts[k] for k in ('device', 'dtype', 'compile', 'encoder', 'encoder_width',
                                          'augmentations', 'batch_size', 'channels_last')},
-                   clip_seconds=opts['clip_seconds'], label_fraction=1.0, **overrides)
+                   **{'clip_seconds': opts['clip_seconds'], 'label_fraction': 1.0, **overrides})
         options.check(cfg)
         return Trainer(cfg, regime, script.loss, train_on, data, run_device)
 
@@ -236,7 +262,11 @@ def main(argv):
         for name, speed in baseline_speeds(waves, run_device, opts['seconds']).items():
             batched = next(l['clips_per_second'] for l in lines if l['name'] == f'augment/{name}')
             report(f'baseline/{name}', speed, ratio=round(batched / speed, 1))
+    if opts['pool_clips']:
+        report('clar_step/pool', pool_steps(make_trainer, data, opts, Path(scratch.name)),
+               pool_clips=opts['pool_clips'], views=2)
     memory = memory_mib() or {}
+    memory['pool_clips'] = opts['pool_clips']
     if run_device.type == 'cuda':
         memory['cuda_peak_mib'] = torch.cuda.max_memory_allocated(run_device) / 2 ** 20
         memory['card'] = torch.cuda.get_device_name(run_device)

@@ -26,7 +26,9 @@ A configuration (configs/<name>.json) is a matrix:
      "matrices": [{...}, {...}]}                            # optional: a union of matrices,
                                                             # each overriding the keys above
 An option whose value is a list (in options, dataset_options or regime_options) is one
-more axis, named in the run name (e.g. "test_fold": [1, 2, 3, 4, 5]). The regime
+more axis, named in the run name (e.g. "test_fold": [1, 2, 3, 4, 5]). "label_seed": "seed"
+pairs the labelled subset with the seed (seed 1 draws label_seed 1), so that seeds vary
+the labelled clips too. The regime
 "finetune" is two runs: selfsupervised.py (the "selfsupervised-..." run of the same
 settings), then supervised.py --init_from=<that run> (the "finetune-..." run).
 
@@ -239,6 +241,8 @@ def _expand(regime, matrix, settings, extras, data_roots):
     lists = sorted(name for name, value in options.items() if isinstance(value, list))
     for values in itertools.product(*(options[name] for name in lists)):
         chosen = {**options, **dict(zip(lists, values)), **settings, **extras}
+        if chosen.get('label_seed') == 'seed':
+            chosen['label_seed'] = settings['seed']
         if dataset in data_roots:
             chosen['data_root'] = data_roots[dataset]
         name = run_name(regime, dataset, settings['label_fraction'], settings['augmentations'],

@@ -65,6 +65,9 @@ def test_plan_extra_axes_overrides_and_refusals(tmp_path):
              'matrices': [{'options': {'epochs': 1}}, {'options': {'epochs': 2}}]}
     with pytest.raises(UserError, match='appears twice'):
         sweep.plan(twice)
+    paired = sweep.plan({'regimes': ['clar'], 'datasets': ['synth'], 'seeds': [0, 1, 2],
+                         'options': {'label_seed': 'seed'}})
+    assert [(r.options['seed'], r.options['label_seed']) for r in paired] == [(0, 0), (1, 1), (2, 2)]
 
 
 def test_named_configurations_all_plan():
