@@ -49,7 +49,8 @@ def test_windows_of_every_file_are_cached_as_read(data, tmp_path):
     names = [p.rsplit('/', 1)[-1] for p in index['files']]
     assert names == ['long.flac', 'short.wav', 'quiet.ogg']
     assert index['windows_per_file'] == [4, 1, 2] and len(waves) == 7
-    starts = np.load(next((tmp_path / 'cache' / 'waveforms').glob('unlabelled-*')) / 'starts.npy')
+    folder = next(p for p in (tmp_path / 'cache' / 'waveforms').glob('unlabelled-*') if p.is_dir())
+    starts = np.load(folder / 'starts.npy')
     assert starts.tolist() == [0, 16000, 32000, 48000, 0, 0, 16000]
     whole = audio.read_audio(index['files'][0], 16000)
     expected, _ = audio.windows(whole, 16000, 16000)
