@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from config import UserError
-from rundir import checkpoint_path
+from rundir import checkpoint_path, init_from_file
 
 
 @dataclass
@@ -176,14 +176,39 @@ def load_model(path, device='cpu'):
     return model.to(device).eval(), checkpoint
 
 
+def check_init_from(cfg, clip_samples=None):
+    """Refuse an --init_from checkpoint whose encoder was trained on another input than this
+    run's: another encoder, width, front end or sample rate, or (given this run's
+    clip_samples, once its data is loaded) another clip length. The heads are new, so
+    nothing else has to match."""
+    path = init_from_file(cfg['init_from'])
+    saved = load(path)
+    # configurations from before the 1D encoder do not name the encoder
+    theirs, ours = {'encoder': 'resnet2d', **saved.get('config', {})}, {'encoder': 'resnet2d', **cfg}
+    names = ['encoder', 'encoder_width', 'sample_rate']
+    if ours['encoder'] == 'resnet2d':
+        names.append('frontend')        # the 1D encoder reads the waveform itself
+    for name in names:
+        if name in theirs and theirs[name] != ours[name]:
+            raise UserError(f'--init_from={path}: its encoder was trained with '
+                            f'--{name}={theirs[name]}, this run has --{name}={ours[name]}; give '
+                            f'--{name}={theirs[name]} or another checkpoint')
+    if clip_samples and saved.get('clip_samples') and int(saved['clip_samples']) != clip_samples:
+        rate = ours['sample_rate']
+        raise UserError(f'--init_from={path}: its encoder was trained on clips of '
+                        f'{int(saved["clip_samples"])} samples ({int(saved["clip_samples"]) / rate:g} s), '
+                        f'this run\'s are {clip_samples} ({clip_samples / rate:g} s); give '
+                        f'--clip_seconds={int(saved["clip_samples"]) / rate:g} or another checkpoint')
+
+
 def load_encoder(model, path, device):
     """Initialise the encoder from another run's checkpoint (e.g. self-supervised
-    pre-training), leaving the heads new."""
+    pre-training), leaving the heads new. check_init_from has compared the settings."""
     path = checkpoint_path(path)
-    state = load(path, device)['model']         # UserError for a file it cannot load
+    state = load(path, device)['model']
     encoder = {k[len('encoder.'):]: v for k, v in state.items() if k.startswith('encoder.')}
     try:
         model.encoder.load_state_dict(encoder)
     except RuntimeError as error:
-        raise UserError(f'--init_from={path}: its encoder does not match this one (same '
-                        f'--encoder_width?): {str(error).splitlines()[0]}') from None
+        raise UserError(f'--init_from={path}: its encoder\'s weights do not fit this model: '
+                        f'{str(error).splitlines()[0]}') from None
