@@ -77,6 +77,24 @@ def test_unusable_files_stop_the_build_naming_the_file_or_are_skipped(tmp_path, 
     assert len(data.skipped) == 1 and len(data.paths) == 20 and str(bad) not in data.paths
 
 
+def test_float_audio_beyond_one_is_scaled_to_fit_and_counted(tmp_path, capsys):
+    root = tmp_path / 'data'
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(('low', 'high')):
+        for i in range(10):
+            write(root / name / f'{i}.wav', tone_clip(c, rng))
+    tone = 3.0 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    loud = write(root / 'low' / 'loud.wav', tone, subtype='FLOAT')
+    data = dataset.load('folder', root, tmp_path / 'cache')
+    assert 'scaled down 1 clips whose samples went beyond +-1' in capsys.readouterr().out
+    index = json.loads(next((tmp_path / 'cache').glob('waveforms/*/index.json')).read_text())
+    assert index['scaled'] == [str(loud)]
+    clip = data.waves[data.paths.index(str(loud))] / 32768
+    assert np.abs(clip).max() == pytest.approx(32767 / 32768, abs=1 / 32768)
+    assert np.allclose(clip, tone / 3, atol=2e-4)              # the shape kept, not clipped
+    assert np.allclose(audio.quantize(tone[None])[0].numpy(), tone / 3, atol=2e-4)   # embed.py alike
+
+
 # ---------------------------------------------------------------- options
 
 def run_train(capsys, *options, out_dir=None):
