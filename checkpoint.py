@@ -183,6 +183,9 @@ def check_init_from(cfg, clip_samples=None):
     nothing else has to match."""
     path = init_from_file(cfg['init_from'])
     saved = load(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get('model'), dict):
+        raise UserError(f'--init_from={path}: not a checkpoint of this project (it holds no '
+                        f'model weights); give a run directory or one of its checkpoint_*.pt')
     # configurations from before the 1D encoder do not name the encoder
     theirs, ours = {'encoder': 'resnet2d', **saved.get('config', {})}, {'encoder': 'resnet2d', **cfg}
     names = ['encoder', 'encoder_width', 'sample_rate']

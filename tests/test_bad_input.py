@@ -241,3 +241,7 @@ def test_init_from_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys,
                             f'--init_from={tmp_path}/crafted.pt')
     assert status == 2 and 'refused: loading it would call' in err and 'system' in err
     assert not (tmp_path / 'marker').exists() and unchanged(earlier_run)
+    torch.save(torch.zeros(3), tmp_path / 'tensor.pt')
+    status, err = run_train(capsys, f'--out_dir={tmp_path}/runs', f'--init_from={tmp_path}/tensor.pt')
+    assert status == 2 and 'not a checkpoint of this project (it holds no model weights)' in err
+    assert unchanged(earlier_run)
