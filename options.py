@@ -110,17 +110,23 @@ def check_augmentation_options_are_read(cfg, names, given=()):
         readers = [name for name in augmentation.NAMES if option in reads[name]]
         if set(readers) & set(names):
             continue
-        applies = {augmentation.AUGMENTATIONS[name].apply for name in readers}
-        fixed = [name for name in names if augmentation.AUGMENTATIONS[name].apply in applies]
-        note = (f' ({", ".join(fixed)} {"has a" if len(fixed) == 1 else "have"} fixed '
-                f'range{"s" * (len(fixed) > 1)})' if fixed else '')
-        chosen = f'--augmentations={cfg["augmentations"] or chr(39) * 2}'
-        which = (f'which {chosen} does not include' if len(readers) == 1 else
-                 f'none of which {chosen} includes')
-        raise UserError(f'--{option}={cfg[option]} is read only by {", ".join(readers)}, '
-                        f'{which}{note}; add '
-                        f'{"it" if len(readers) == 1 else "one"} to --augmentations, or leave '
-                        f'--{option} out (default {default})')
+        raise UserError(unread_option_message(cfg, option, default, readers, names))
+
+
+def unread_option_message(cfg, option, default, readers, names):
+    chosen = '--augmentations=' + (cfg['augmentations'] or "''")
+    which = (f'which {chosen} does not include' if len(readers) == 1 else
+             f'none of which {chosen} includes')
+    # a chosen variant of a reader with a fixed range (pitch_shift_low for pitch_shift_max)
+    applies = {augmentation.AUGMENTATIONS[name].apply for name in readers}
+    fixed = [name for name in names if augmentation.AUGMENTATIONS[name].apply in applies]
+    note = ''
+    if fixed and not option.endswith('_p'):
+        has = 'has a fixed range' if len(fixed) == 1 else 'have fixed ranges'
+        note = f' ({", ".join(fixed)} {has})'
+    return (f'--{option}={cfg[option]} is read only by {", ".join(readers)}, {which}{note}; add '
+            f'{"it" if len(readers) == 1 else "one"} to --augmentations, or leave --{option} '
+            f'out (default {default})')
 
 
 def augmentation_names(cfg):
