@@ -34,8 +34,9 @@ except ImportError:
 from config import UserError
 
 AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg')
-CACHE_VERSION = 2
+CACHE_VERSION = 3                       # 3: clips beyond +-1 scaled to fit, not clipped
 _SCALE = np.float32(1 / 32768)          # int16 -> [-1, 1); exact (a power of two)
+INT16_PEAK = np.float32(32767 / 32768)  # the largest sample int16 holds, as a float
 
 
 def audio_files(folder):
@@ -133,8 +134,8 @@ def windows(wave, clip_samples, hop_samples):
 
 def quantize(waves):
     """Float samples rounded to 16 bits, as the waveform cache holds them (what the model
-    saw in training)."""
-    return torch.from_numpy(to_int16(np.asarray(waves, dtype=np.float32))).float() * (1 / 32768)
+    saw in training): clips beyond +-1 scaled to fit, then rounded."""
+    return torch.from_numpy(to_int16(scale_to_fit(waves)[0])).float() * (1 / 32768)
 
 
 def fit_length(wave, clip_samples):
@@ -142,6 +143,16 @@ def fit_length(wave, clip_samples):
     clip = torch.zeros(clip_samples, dtype=torch.float32)
     clip[:min(clip_samples, len(wave))] = wave[:clip_samples]
     return clip
+
+
+def scale_to_fit(clips):
+    """Clips (along the last axis) whose samples go beyond +-1, as float audio's may, scaled
+    down so that their peak just fits int16 (rather than clipped); and which were scaled
+    (one bool per clip)."""
+    clips = np.asarray(clips, dtype=np.float32)
+    peak = np.abs(clips).max(axis=-1, keepdims=True, initial=0.0)
+    over = peak > 1.0
+    return np.where(over, clips * (INT16_PEAK / np.maximum(peak, 1.0)), clips), over[..., 0]
 
 
 def to_int16(clips):
@@ -206,7 +217,7 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
     try:
         waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
                                           shape=(len(paths), clip_samples))
-        kept, skipped = [], []
+        kept, skipped, scaled = [], [], []
         chunk = 16 * workers
         with tqdm(total=len(paths), desc=f'caching {folder.name}', unit='clip',
                   mininterval=1.0) as progress:
@@ -222,6 +233,9 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
                                             f'with --skip_bad_files=True to skip such files.')
                         skipped.append(f'{where}: {error}')
                         continue
+                    clip, over = scale_to_fit(clip)
+                    if over:
+                        scaled.append(paths[i] + (f' at {offsets[i]:g} s' if offsets[i] else ''))
                     waves[len(kept)] = to_int16(clip)
                     kept.append(i)
         waves.flush()
@@ -229,7 +243,7 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
         index = {
             'kept': kept, 'paths': [paths[i] for i in kept],
             'offsets': [offsets[i] for i in kept], 'count': len(kept), 'skipped': skipped,
-            'sample_rate': sample_rate, 'clip_samples': clip_samples,
+            'scaled': scaled, 'sample_rate': sample_rate, 'clip_samples': clip_samples,
         }
         (partial / 'index.json').write_text(json.dumps(index))
         os.replace(partial, folder)
@@ -268,5 +282,9 @@ def cached(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files=Fal
                         f'(first: {index["skipped"][0]}); run with --skip_bad_files=True')
     if index['skipped']:
         print(f'skipped {len(index["skipped"])} bad audio files (listed in {folder}/index.json)')
+    if index.get('scaled'):
+        print(f'scaled down {len(index["scaled"])} clips whose samples went beyond +-1 (float '
+              f'audio), so that they fit 16 bits instead of being clipped (listed in '
+              f'{folder}/index.json)')
     waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
     return waves, index

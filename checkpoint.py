@@ -4,9 +4,14 @@ restores it for --resume, and loads a trained model or encoder from a file.
 A checkpoint is a dict: the state of the model, optimiser, schedule and gradient scaler;
 the progress (Progress: epoch, batch, step, running sums, timing, best validation accuracy);
 every random number generator's state; and the run's config, regime, classes and clip length.
+
+Everything in it is a tensor or a plain Python value, so it is read with
+torch.load(weights_only=True): a file from elsewhere cannot run code when it is loaded.
 """
 import os
+import pickle
 import random
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -14,7 +19,7 @@ import numpy as np
 import torch
 
 from config import UserError
-from rundir import checkpoint_path
+from rundir import checkpoint_path, init_from_file
 
 
 @dataclass
@@ -61,9 +66,50 @@ def save(state, path):
     os.replace(temporary, path)
 
 
+def _numpy_globals():
+    """What numpy arrays and scalars pickle as: the older checkpoints of this project hold
+    numpy's random state (an ndarray) and may hold numpy scalars. Their reconstruct
+    functions are listed under both module names (numpy 1 wrote numpy.core, numpy 2
+    writes numpy._core); dtypes are allowed only as the plain numeric ones."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:                 # numpy 1
+        from numpy.core import multiarray
+    named = [(function, f'{module}.multiarray.{function.__name__}')
+             for function in (multiarray._reconstruct, multiarray.scalar)
+             for module in ('numpy.core', 'numpy._core')]
+    dtypes = [getattr(np.dtypes, f'{kind}DType') for kind in (
+        'Bool', 'Int8', 'Int16', 'Int32', 'Int64', 'UInt8', 'UInt16', 'UInt32', 'UInt64',
+        'Float16', 'Float32', 'Float64')]
+    return [np.ndarray, np.dtype, *named, *dtypes]
+
+
 def load(path, device='cpu'):
-    """The checkpoint dict in `path` (a file; see rundir.checkpoint_path for run directories)."""
-    return torch.load(path, map_location=device, weights_only=False)
+    """The checkpoint dict in `path` (a file; see rundir.checkpoint_path for run directories),
+    read with weights_only=True: tensors, plain values and numpy's numeric arrays and
+    scalars only. Anything else (a file whose pickle would call a function, or no
+    checkpoint at all) is refused with a UserError; nothing in it runs."""
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:          # refused, not a torch file, truncated: many types
+        raise UserError(f'{path}: cannot load it as a checkpoint of this project '
+                        f'({_reason(error)})') from None
+
+
+def _reason(error):
+    """Why torch.load failed, in one line."""
+    text = str(error)
+    called = re.search(r'GLOBAL ([\w.]+)', text)
+    built = re.search(r'but got (<class [^>]*>)', text)
+    if called or built:
+        what = f'call {called.group(1)}' if called else f'build {built.group(1)}'
+        return (f'refused: loading it would {what}, and this project\'s checkpoints hold only '
+                f'tensors and plain values')
+    if isinstance(error, pickle.UnpicklingError):
+        return 'not a PyTorch file, or one holding more than tensors and plain values'
+    first = text.strip().splitlines()[0] if text.strip() else ''
+    return f'{type(error).__name__}: {first[:200]}'
 
 
 def training_state(trainer, progress):
@@ -93,7 +139,7 @@ def restore(path, trainer, progress):
 
 
 def rng_states(augment_generator):
-    states = {'python': random.getstate(), 'numpy': np.random.get_state(),
+    states = {'python': random.getstate(), 'numpy': numpy_state(),
               'torch': torch.get_rng_state(), 'augment': augment_generator.get_state()}
     if torch.cuda.is_available():
         states['cuda'] = torch.cuda.get_rng_state_all()
@@ -102,11 +148,24 @@ def rng_states(augment_generator):
 
 def set_rng_states(states, augment_generator):
     random.setstate(states['python'])
-    np.random.set_state(states['numpy'])
+    np.random.set_state(numpy_state_from(states['numpy']))
     torch.set_rng_state(states['torch'])
     augment_generator.set_state(states['augment'])
     if 'cuda' in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states['cuda'])
+
+
+def numpy_state():
+    """numpy's global random state with its key array as a tensor, which weights_only loads."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)
+
+
+def numpy_state_from(saved):
+    """np.random.set_state's argument from numpy_state(), or from the tuple with an ndarray
+    that older checkpoints hold."""
+    name, keys, position, has_gauss, cached_gaussian = saved
+    return (name, np.asarray(keys).astype(np.uint32), position, has_gauss, cached_gaussian)
 
 
 def load_model(path, device='cpu'):
@@ -119,18 +178,42 @@ def load_model(path, device='cpu'):
     return model.to(device).eval(), checkpoint
 
 
+def check_init_from(cfg, clip_samples=None):
+    """Refuse an --init_from checkpoint whose encoder was trained on another input than this
+    run's: another encoder, width, front end or sample rate, or (given this run's
+    clip_samples, once its data is loaded) another clip length. The heads are new, so
+    nothing else has to match."""
+    path = init_from_file(cfg['init_from'])
+    saved = load(path)
+    if not isinstance(saved, dict) or not isinstance(saved.get('model'), dict):
+        raise UserError(f'--init_from={path}: not a checkpoint of this project (it holds no '
+                        f'model weights); give a run directory or one of its checkpoint_*.pt')
+    # configurations from before the 1D encoder do not name the encoder
+    theirs, ours = {'encoder': 'resnet2d', **saved.get('config', {})}, {'encoder': 'resnet2d', **cfg}
+    names = ['encoder', 'encoder_width', 'sample_rate']
+    if ours['encoder'] == 'resnet2d':
+        names.append('frontend')        # the 1D encoder reads the waveform itself
+    for name in names:
+        if name in theirs and theirs[name] != ours[name]:
+            raise UserError(f'--init_from={path}: its encoder was trained with '
+                            f'--{name}={theirs[name]}, this run has --{name}={ours[name]}; give '
+                            f'--{name}={theirs[name]} or another checkpoint')
+    if clip_samples and saved.get('clip_samples') and int(saved['clip_samples']) != clip_samples:
+        rate = ours['sample_rate']
+        raise UserError(f'--init_from={path}: its encoder was trained on clips of '
+                        f'{int(saved["clip_samples"])} samples ({int(saved["clip_samples"]) / rate:g} s), '
+                        f'this run\'s are {clip_samples} ({clip_samples / rate:g} s); give '
+                        f'--clip_seconds={int(saved["clip_samples"]) / rate:g} or another checkpoint')
+
+
 def load_encoder(model, path, device):
     """Initialise the encoder from another run's checkpoint (e.g. self-supervised
-    pre-training), leaving the heads new."""
+    pre-training), leaving the heads new. check_init_from has compared the settings."""
     path = checkpoint_path(path)
-    try:
-        state = load(path, device)['model']
-    except Exception as error:          # torch.load of a foreign file: many types
-        raise UserError(f'--init_from={path}: cannot load it as a checkpoint of this project '
-                        f'({type(error).__name__})') from None
+    state = load(path, device)['model']
     encoder = {k[len('encoder.'):]: v for k, v in state.items() if k.startswith('encoder.')}
     try:
         model.encoder.load_state_dict(encoder)
     except RuntimeError as error:
-        raise UserError(f'--init_from={path}: its encoder does not match this one (same '
-                        f'--encoder_width?): {str(error).splitlines()[0]}') from None
+        raise UserError(f'--init_from={path}: its encoder\'s weights do not fit this model: '
+                        f'{str(error).splitlines()[0]}') from None

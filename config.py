@@ -16,7 +16,7 @@ import augmentation
 # data
 cache_dir = '~/.cache/clar'   # generated demo data and waveform caches go here
 download = False              # fetch the dataset into data_root when it is missing
-sample_rate = 16000           # every clip is resampled to this rate, mono
+sample_rate = 16000           # every clip is resampled to this rate, mono; the only rate accepted (front ends and augmentations are set for it)
 clip_seconds = 0.0            # clip length; 0 = the dataset's own (1 s speech commands and fsdd, 4 s nsynth, 5 s esc)
 label_seed = 0                # draws the labelled subset: the same for all three scripts
 skip_bad_files = False        # skip (and count) unreadable audio files instead of stopping

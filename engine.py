@@ -67,7 +67,7 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     """Train one regime with the resolved config `cfg`; returns the results dict.
     `given`: the option names set on the command line (what --resume may override)."""
     cfg = options.resumed_config(cfg, given) if cfg.get('resume') else dict(cfg)
-    options.check(cfg)
+    options.check(cfg, regime, given, resumed=bool(cfg.get('resume')))
     rank_device, rank, world_size = distributed.init(cfg['device'])
     device = rank_device or options.resolve_device(cfg['device'])
     main_process = distributed.is_main()
@@ -83,6 +83,8 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     if cfg.get('resume'):
         run_dir = Path(cfg['resume'])
     else:   # created only once the options and the data are good
+        if cfg.get('init_from'):
+            checkpoint.check_init_from(cfg, data.clip_samples)
         run_dir = rundir.create(cfg, regime) if main_process else None
         run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
         cfg['run_name'] = run_dir.name

@@ -45,7 +45,9 @@ def load(path, device='cpu'):
     file = checkpoint_path(path)
     try:
         model, checkpoint = load_model(file, device)
-    except Exception as error:          # torch.load and a foreign file: many types
+    except UserError:                   # checkpoint.load refused the file
+        raise
+    except Exception as error:          # a dict of another shape: many types
         raise UserError(f'{file}: cannot load it as a checkpoint of this project '
                         f'({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ""})') from None
     return model, checkpoint, file

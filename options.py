@@ -5,6 +5,7 @@ from pathlib import Path
 import torch
 
 import augmentation
+import checkpoint
 import dataset
 import evaluation
 import model as model_module
@@ -20,8 +21,14 @@ RESUMABLE_OVERRIDES = ('device', 'stop_after_epochs', 'stop_after_steps', 'log_e
                        'cache_dir', 'data_root', 'compile')
 
 
-def check(cfg):
-    """Reject impossible option values before anything is loaded or written."""
+SAMPLE_RATE = 16000     # the front ends' windows and the augmentations' STFT sizes are set for it
+CONTRASTIVE = ('clar', 'selfsupervised')    # the regimes that contrast two views of a clip
+
+
+def check(cfg, regime=None, given=(), resumed=False):
+    """Reject impossible option values before anything is loaded or written, and (for a new
+    run) options that would not do what they say. `regime`: the script's regime (None: its
+    checks are skipped); `given`: the option names set on the command line."""
     def one_of(name, valid):
         if cfg[name] not in valid:
             raise UserError(f'unknown --{name}={cfg[name]}; valid: {", ".join(valid)}')
@@ -59,9 +66,11 @@ def check(cfg):
                           torch.Generator(), **augmentation_options(cfg))
     except ValueError as error:
         raise UserError(f'augmentation options: {error}') from None
+    if not resumed:     # a resumed run keeps the settings it started with
+        check_options_take_effect(cfg, regime, given)
     resolve_device(cfg['device'])
     if cfg.get('init_from'):
-        rundir.init_from_file(cfg['init_from'])
+        checkpoint.check_init_from(cfg)     # the clip length once the data is loaded (engine)
     if cfg['wandb'] != 'off':
         rundir.check_wandb(cfg['wandb'])
 
@@ -87,6 +96,74 @@ def check_against_data(cfg, data, train_on):
         print(f'note: {len(labelled)} labelled clips among {pool}: a random batch of '
               f'{cfg["batch_size"]} holds {expected:.2f} of them on average. '
               f'--labelled_per_batch={suggested} puts {suggested} in every batch.')
+
+
+def check_options_take_effect(cfg, regime=None, given=()):
+    """Refuse settings that would quietly do something other than what they say."""
+    if cfg['sample_rate'] != SAMPLE_RATE:
+        raise UserError(f'--sample_rate={cfg["sample_rate"]}: the front end\'s windows and hops '
+                        f'and the augmentations\' STFT sizes are sample counts set for '
+                        f'{SAMPLE_RATE} Hz; every clip is resampled to {SAMPLE_RATE} Hz whatever '
+                        f'its own rate, so leave --sample_rate at {SAMPLE_RATE}')
+    check_warmup(cfg['warmup_epochs'], cfg['epochs'])
+    names = augmentation_names(cfg)
+    if regime in CONTRASTIVE:
+        check_views_differ(cfg, names)
+    check_augmentation_options_are_read(cfg, names, given)
+
+
+def check_warmup(warmup_epochs, epochs):
+    if warmup_epochs < 0:
+        raise UserError(f'--warmup_epochs must be at least 0, got {warmup_epochs}')
+    if warmup_epochs and warmup_epochs >= epochs:
+        raise UserError(f'--warmup_epochs={warmup_epochs} is not below --epochs={epochs}: the '
+                        f'learning rate would still be rising at the last step and never decay; '
+                        f'give fewer warm-up epochs (e.g. --warmup_epochs={epochs // 10}) or more '
+                        f'--epochs')
+
+
+def check_views_differ(cfg, names):
+    """The contrastive loss needs two different views of each clip."""
+    if not names:
+        raise UserError('--augmentations is empty: the two views of every clip would be the '
+                        'same, and the contrastive loss learns nothing from them; name at least '
+                        'one augmentation (e.g. --augmentations=fade,time_mask)')
+    if all(cfg[f'{name}_p'] == 0 for name in names):
+        zero = ' '.join(f'--{name}_p=0' for name in names)
+        raise UserError(f'--augmentations={cfg["augmentations"]} with {zero}: no clip is '
+                        f'augmented, so the two views of every clip would be the same; give '
+                        f'at least one of them a probability above 0')
+
+
+def check_augmentation_options_are_read(cfg, names, given=()):
+    """Refuse an augmentation option that was set (given on the command line, or changed
+    from its default) when no augmentation in --augmentations reads it: e.g.
+    --pitch_shift_max with pitch_shift_low, whose range is fixed."""
+    reads = {name: (*augmentation.AUGMENTATIONS[name].keywords, f'{name}_p')
+             for name in augmentation.NAMES}
+    for option, default in augmentation.DEFAULTS.items():
+        if option not in cfg or (cfg[option] == default and option not in given):
+            continue
+        readers = [name for name in augmentation.NAMES if option in reads[name]]
+        if set(readers) & set(names):
+            continue
+        raise UserError(unread_option_message(cfg, option, default, readers, names))
+
+
+def unread_option_message(cfg, option, default, readers, names):
+    chosen = '--augmentations=' + (cfg['augmentations'] or "''")
+    which = (f'which {chosen} does not include' if len(readers) == 1 else
+             f'none of which {chosen} includes')
+    # a chosen variant of a reader with a fixed range (pitch_shift_low for pitch_shift_max)
+    applies = {augmentation.AUGMENTATIONS[name].apply for name in readers}
+    fixed = [name for name in names if augmentation.AUGMENTATIONS[name].apply in applies]
+    note = ''
+    if fixed and not option.endswith('_p'):
+        has = 'has a fixed range' if len(fixed) == 1 else 'have fixed ranges'
+        note = f' ({", ".join(fixed)} {has})'
+    return (f'--{option}={cfg[option]} is read only by {", ".join(readers)}, {which}{note}; add '
+            f'{"it" if len(readers) == 1 else "one"} to --augmentations, or leave --{option} '
+            f'out (default {default})')
 
 
 def augmentation_names(cfg):

@@ -7,8 +7,10 @@ Two settings:
 - `paper` (default), as the paper's text: 16 ms window (254 samples at 16 kHz, which gives
   128 frequency bins), 8 ms hop (128 samples), 128 mel bands. The mel bands are taken from
   the same window zero-padded to 1024 points, so that no low band is empty.
-- `released`, as the authors' code: a 2048-point window, hop 128, magnitude and phase read
-  at 128 log-spaced frequencies from 40 Hz to 8 kHz, mel 128 bands 40 Hz-8 kHz (Slaney).
+- `released`, as the authors' code: a 2048-point window, hop 128, magnitude and phase of
+  the STFT evaluated at 128 log-spaced frequencies from 40 Hz to 8 kHz themselves (as the
+  released code's log-frequency STFT does; rounding them to the 2048-point FFT's bins would
+  make 18 low rows copies of their neighbours), mel 128 bands 40 Hz-8 kHz (Slaney).
 
 Both give 1 + samples // 128 frames (126 for one second at 16 kHz); power is in decibels,
 10*log10(max(|S|^2, 1e-10)).
@@ -17,6 +19,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchaudio
 
 FRONTENDS = ('paper', 'released')
@@ -47,9 +50,11 @@ class Spectrogram(nn.Module):
         else:
             self.n_fft = 2048
             self.mel_fft = 2048
-            freqs = torch.logspace(math.log10(40.0), math.log10(min(8000.0, nyquist)), BINS)
-            bins = torch.round(freqs / nyquist * (self.n_fft // 2)).long()
-            self.register_buffer('bin_index', bins, persistent=False)
+            freqs = torch.logspace(math.log10(40.0), math.log10(min(8000.0, nyquist)), BINS,
+                                   dtype=torch.float64)
+            self.register_buffer('frequencies', freqs.float(), persistent=False)
+            self.register_buffer('fourier_kernel', fourier_kernel(freqs, self.n_fft, sample_rate),
+                                 persistent=False)
             mel_range, norm, scale = (40.0, min(8000.0, nyquist)), 'slaney', 'slaney'
         self.register_buffer('window', torch.hann_window(self.n_fft), persistent=False)
         # the mel bands use the same window length, zero-padded to mel_fft points
@@ -67,7 +72,8 @@ class Spectrogram(nn.Module):
         waveforms = waveforms.float()
         full = torch.stft(waveforms, self.n_fft, HOP, window=self.window, center=True,
                           return_complex=True)
-        stft = full.index_select(1, self.bin_index)
+        stft = (full.index_select(1, self.bin_index) if self.frontend == 'paper' else
+                self.at_frequencies(waveforms))
         magnitude = 10 * torch.log10(stft.real.square() + stft.imag.square() + POWER_FLOOR)
         phase = torch.angle(stft)
         mel_stft = full if self.mel_fft == self.n_fft else torch.stft(
@@ -77,3 +83,22 @@ class Spectrogram(nn.Module):
         mel = torch.einsum('bft,fm->bmt', power, self.mel_filters)
         log_mel = 10 * torch.log10(mel + POWER_FLOOR)
         return torch.stack([magnitude, phase, log_mel], dim=1)
+
+    def at_frequencies(self, waveforms):
+        """The STFT at self.frequencies, (B, 128, frames) complex: the same centred,
+        reflect-padded, Hann-windowed frames as torch.stft, each multiplied by the complex
+        exponentials of those frequencies (a strided convolution). In float32 even under
+        autocast: 2048-term sums in bfloat16 would blur the quiet rows."""
+        with torch.autocast(waveforms.device.type, enabled=False):
+            padded = F.pad(waveforms[:, None], (self.n_fft // 2, self.n_fft // 2), mode='reflect')
+            real, imaginary = F.conv1d(padded, self.fourier_kernel, stride=HOP).chunk(2, dim=1)
+        return torch.complex(real, imaginary)
+
+
+def fourier_kernel(frequencies, n_fft, sample_rate):
+    """(2 * len(frequencies), 1, n_fft) float32: the Hann window times cos and -sin of each
+    frequency over a frame, phase measured from the frame's first sample (as torch.stft)."""
+    time = torch.arange(n_fft, dtype=torch.float64) / sample_rate
+    angle = 2 * math.pi * frequencies[:, None].double() * time
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    return torch.cat([window * torch.cos(angle), -window * torch.sin(angle)]).float()[:, None]

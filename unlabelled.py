@@ -93,7 +93,7 @@ def file_windows(path, sample_rate, clip_samples, hop):
                 return
             raise
         views, starts = audio.windows(wave, clip_samples, hop)
-        yield audio.to_int16(views.numpy()), starts.numpy() + start
+        yield audio.to_int16(audio.scale_to_fit(views.numpy())[0]), starts.numpy() + start
         if len(wave) < wanted:
             return
         start += SPAN_WINDOWS * hop

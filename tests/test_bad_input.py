@@ -77,6 +77,24 @@ def test_unusable_files_stop_the_build_naming_the_file_or_are_skipped(tmp_path, 
     assert len(data.skipped) == 1 and len(data.paths) == 20 and str(bad) not in data.paths
 
 
+def test_float_audio_beyond_one_is_scaled_to_fit_and_counted(tmp_path, capsys):
+    root = tmp_path / 'data'
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(('low', 'high')):
+        for i in range(10):
+            write(root / name / f'{i}.wav', tone_clip(c, rng))
+    tone = 3.0 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)
+    loud = write(root / 'low' / 'loud.wav', tone, subtype='FLOAT')
+    data = dataset.load('folder', root, tmp_path / 'cache')
+    assert 'scaled down 1 clips whose samples went beyond +-1' in capsys.readouterr().out
+    index = json.loads(next((tmp_path / 'cache').glob('waveforms/*/index.json')).read_text())
+    assert index['scaled'] == [str(loud)]
+    clip = data.waves[data.paths.index(str(loud))] / 32768
+    assert np.abs(clip).max() == pytest.approx(32767 / 32768, abs=1 / 32768)
+    assert np.allclose(clip, tone / 3, atol=2e-4)              # the shape kept, not clipped
+    assert np.allclose(audio.quantize(tone[None])[0].numpy(), tone / 3, atol=2e-4)   # embed.py alike
+
+
 # ---------------------------------------------------------------- options
 
 def run_train(capsys, *options, out_dir=None):
@@ -119,6 +137,17 @@ def unchanged(run):
     (['--run_name=earlier'], 'already exists'),
     (['--bogus=1'], 'unknown option --bogus'),
     (['--init_from=/no/such/run'], '--init_from: no such checkpoint (/no/such/run: no such file'),
+    (['--augmentations=pitch_shift_low', '--pitch_shift_max=1'],
+     '--pitch_shift_max=1.0 is read only by pitch_shift, which --augmentations=pitch_shift_low '
+     'does not include (pitch_shift_low has a fixed range)'),
+    (['--augmentations=time_stretch_high', '--time_stretch_min=0.8'],
+     '--time_stretch_min=0.8 is read only by time_stretch, which'),
+    (['--noise_snr_max=10'], '--noise_snr_max=10.0 is read only by white_noise, pink_noise, '
+                             'brown_noise, mixed_noise, none of which --augmentations=fade,time_mask'),
+    (['--epochs=5'], '--warmup_epochs=10 is not below --epochs=5'),
+    (['--sample_rate=22050'], '--sample_rate=22050: the front end'),
+    (['--augmentations='], '--augmentations is empty: the two views of every clip would be the same'),
+    (['--fade_p=0', '--time_mask_p=0'], 'no clip is augmented'),
 ])
 def test_bad_options_exit_2_with_a_message_and_touch_no_run(tmp_path, capsys, earlier_run,
                                                             options, message):
@@ -143,4 +172,76 @@ def test_init_from_a_folder_without_checkpoint_best_lists_its_checkpoints(tmp_pa
                                                                           earlier_run):
     status, err = run_train(capsys, f'--out_dir={tmp_path}/runs', f'--init_from={earlier_run}')
     assert status == 2 and 'no checkpoint_best.pt in this folder (it has checkpoint_last.pt' in err
+    assert unchanged(earlier_run)
+
+
+def test_range_options_count_only_when_set_and_empty_augmentations_only_when_contrastive():
+    import options
+    import supervised
+    import train
+    from config import script_defaults
+    defaults = script_defaults(vars(train))
+    options.check({**defaults, 'augmentations': 'pitch_shift_low'}, 'clar')    # ranges at defaults
+    with pytest.raises(UserError, match='--pitch_shift_max=15.0 is read only by pitch_shift'):
+        options.check({**defaults, 'augmentations': 'pitch_shift_low'}, 'clar',
+                      given={'pitch_shift_max'})       # given, though equal to the default
+    options.check({**defaults, 'pitch_shift_max': 5.0, 'augmentations': 'pitch_shift'}, 'clar')
+    with pytest.raises(UserError, match='--augmentations is empty'):
+        options.check({**defaults, 'augmentations': ''}, 'selfsupervised')
+    options.check({**script_defaults(vars(supervised)), 'augmentations': ''}, 'supervised')
+
+
+# ---------------------------------------------------------------- --init_from
+
+@pytest.fixture
+def pretrained(tmp_path):
+    """A checkpoint as a run of train.py's defaults writes it (1-s clips, the paper front
+    end, width 1), holding only what --init_from compares."""
+    import checkpoint
+    import train
+    from config import script_defaults
+    path = tmp_path / 'pretrained.pt'
+    checkpoint.save({'model': {}, 'config': script_defaults(vars(train)),
+                     'clip_samples': 16000}, path)
+    return path
+
+
+@pytest.mark.parametrize('options,message', [
+    (['--frontend=released'], 'its encoder was trained with --frontend=paper, this run has '
+                              '--frontend=released'),
+    (['--encoder_width=0.5'], 'its encoder was trained with --encoder_width=1.0, this run has '
+                              '--encoder_width=0.5; give --encoder_width=1.0'),
+    (['--encoder=resnet1d'], 'its encoder was trained with --encoder=resnet2d'),
+    (['--clip_seconds=0.5'], 'its encoder was trained on clips of 16000 samples (1 s), this '
+                             "run's are 8000 (0.5 s); give --clip_seconds=1"),
+])
+def test_init_from_an_encoder_trained_on_other_input_is_refused(tmp_path, capsys, earlier_run,
+                                                               pretrained, options, message):
+    root = tmp_path / 'tones'
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(('low', 'high')):
+        for i in range(10):
+            write(root / name / f'{i}.wav', tone_clip(c, rng))
+    status, err = run_train(capsys, f'--out_dir={tmp_path}/runs', f'--cache_dir={tmp_path}/cache',
+                            '--dataset=folder', f'--data_root={root}', f'--init_from={pretrained}',
+                            *options)
+    assert status == 2 and f'--init_from={pretrained}: {message}' in err
+    assert unchanged(earlier_run)
+
+
+def test_init_from_a_checkpoint_that_would_run_code_is_refused(tmp_path, capsys, earlier_run):
+    import os
+    import torch
+
+    class RunsACommand:
+        def __reduce__(self):
+            return os.system, (f'touch {tmp_path}/marker',)
+    torch.save({'model': RunsACommand()}, tmp_path / 'crafted.pt')
+    status, err = run_train(capsys, f'--out_dir={tmp_path}/runs',
+                            f'--init_from={tmp_path}/crafted.pt')
+    assert status == 2 and 'refused: loading it would call' in err and 'system' in err
+    assert not (tmp_path / 'marker').exists() and unchanged(earlier_run)
+    torch.save(torch.zeros(3), tmp_path / 'tensor.pt')
+    status, err = run_train(capsys, f'--out_dir={tmp_path}/runs', f'--init_from={tmp_path}/tensor.pt')
+    assert status == 2 and 'not a checkpoint of this project (it holds no model weights)' in err
     assert unchanged(earlier_run)

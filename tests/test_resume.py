@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+import checkpoint
 import engine
 import train
 from config import UserError
@@ -32,7 +33,7 @@ def train_run(cfg, given=()):
 
 def finished(run_dir):
     metrics = [json.loads(l) for l in (run_dir / 'metrics.jsonl').read_text().splitlines()]
-    weights = torch.load(run_dir / 'checkpoint_last.pt', weights_only=False)['model']
+    weights = checkpoint.load(run_dir / 'checkpoint_last.pt')['model']
     return metrics, weights, json.loads((run_dir / 'results.json').read_text())
 
 
@@ -86,7 +87,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(data_root):
         calls['n'] += 1
         loss, parts = train.loss(model, views, labels, labelled, cfg)
         return (loss * float('nan') if calls['n'] == 2 else loss), parts
-    engine.run(options(data_root, 'one-nan', epochs=1), 'clar', sometimes_nan, 'all')
+    engine.run(options(data_root, 'one-nan', epochs=1, warmup_epochs=0), 'clar', sometimes_nan, 'all')
     metrics = json.loads((data_root / 'runs' / 'one-nan' / 'metrics.jsonl').read_text())
     assert metrics['skipped_steps'] == 1 and metrics['loss'] == metrics['loss']   # not NaN
 
@@ -99,7 +100,7 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(data_root):
     with pytest.raises(UserError, match='not finite for 3 steps in a row.*checkpoint_last.pt'):
         engine.run(options(data_root, 'all-nan', max_nonfinite_steps=3), 'clar',
                    nan_after_first_epoch, 'all')
-    kept = torch.load(run_dir / 'checkpoint_last.pt', weights_only=False)
+    kept = checkpoint.load(run_dir / 'checkpoint_last.pt')
     assert kept['epoch'] == 1 and all(torch.isfinite(v).all() for v in kept['model'].values()
                                       if v.is_floating_point())
     assert json.loads((run_dir / 'status.json').read_text())['status'] == 'failed'
@@ -123,7 +124,7 @@ def test_sigterm_checkpoints_prints_the_resume_command_and_exits_non_zero(data_r
     assert f'--resume={run_dir}' in err and 'stopped by SIGTERM' in err
     assert 'Traceback' not in err
     assert json.loads((run_dir / 'status.json').read_text())['status'] == 'interrupted'
-    state = torch.load(run_dir / 'checkpoint_last.pt', weights_only=False)
+    state = checkpoint.load(run_dir / 'checkpoint_last.pt')
     assert state['epoch'] >= 1 and state['epoch'] < 30
 
 

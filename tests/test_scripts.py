@@ -4,7 +4,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+import checkpoint
 from tests.conftest import ROOT, write_speechcommands
 
 FAST = ['--encoder_width=0.125', '--batch_size=8', '--epochs=12', '--warmup_epochs=1',
@@ -49,9 +51,8 @@ def test_script_trains_and_writes_its_run(fixture_data, script, regime, fraction
     assert [e['epoch'] for e in epochs] == list(range(1, 13))
     assert {'loss', 'val_accuracy', 'learning_rate', 'seconds'} <= set(epochs[0])
     assert json.loads((run_dir / 'status.json').read_text())['status'] == 'finished'
-    import torch
-    checkpoint = torch.load(run_dir / 'checkpoint_best.pt', weights_only=False)
-    assert checkpoint['config']['label_fraction'] == fraction
+    best = checkpoint.load(run_dir / 'checkpoint_best.pt')
+    assert best['config']['label_fraction'] == fraction
     assert (run_dir / 'checkpoint_last.pt').exists()
 
 
@@ -73,8 +74,7 @@ def test_released_recipe_raw_audio_encoder_and_mlp_probe(fixture_data):
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((fixture_data / 'runs' / 'options' / 'results.json').read_text())
     assert results['probe'].startswith('MLP probe')
-    import torch
-    state = torch.load(fixture_data / 'runs' / 'options' / 'checkpoint_last.pt', weights_only=False)
+    state = checkpoint.load(fixture_data / 'runs' / 'options' / 'checkpoint_last.pt')
     assert state['model']['encoder.stem.0.weight'].shape[-1] == 9          # Conv1d, kernel 9
     assert 'lars' in state['optimizer']['param_groups'][0]
 
@@ -87,9 +87,8 @@ def test_supervised_fine_tuning_starts_from_a_pretrained_encoder(fixture_data):
                         '--epochs=1', '--learning_rate=1e-9', '--warmup_epochs=0',
                         '--run_name=finetune', '--batchnorm_batches=0')
     assert result.returncode == 0, result.stderr[-2000:]
-    import torch
-    before = torch.load(pretrained, weights_only=False)['model']
-    after = torch.load(fixture_data / 'runs' / 'finetune' / 'checkpoint_last.pt', weights_only=False)['model']
+    before = checkpoint.load(pretrained)['model']
+    after = checkpoint.load(fixture_data / 'runs' / 'finetune' / 'checkpoint_last.pt')['model']
     conv = 'encoder.layers.0.conv1.weight'
     assert torch.allclose(before[conv], after[conv], atol=1e-6)   # a vanishing learning rate
     bad = run_script('supervised.py', fixture_data, '--init_from=/no/such/run', '--run_name=bad')

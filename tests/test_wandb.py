@@ -104,7 +104,7 @@ def test_an_offline_run_logs_steps_epochs_results_and_the_confusion_matrix(data_
 
 
 def test_wandb_off_writes_no_wandb_files(data_root):
-    engine.run(options(data_root, 'quiet', wandb='off', epochs=1), 'clar', train.loss, 'all')
+    engine.run(options(data_root, 'quiet', wandb='off', epochs=1, warmup_epochs=0), 'clar', train.loss, 'all')
     run_dir = data_root / 'runs' / 'quiet'
     assert not (run_dir / 'wandb').exists() and not (run_dir / 'wandb_id.txt').exists()
     assert (run_dir / 'confusion_test.png').exists()
