@@ -123,7 +123,7 @@ def test_clar_trains_on_the_pool_and_reports_it(data, capsys):
 
 
 def test_supervised_ignores_the_pool_and_says_so(data, capsys):
-    results = engine.run(options(data, 'supervised-pool', 'supervised', epochs=1,
+    results = engine.run(options(data, 'supervised-pool', 'supervised', epochs=1, warmup_epochs=0,
                                  unlabelled_root=str(data / 'pool')),
                          'supervised', supervised.loss, 'labelled')
     assert 'supervised.py trains on the labelled clips only; --unlabelled_root is ignored' in \
@@ -145,7 +145,8 @@ def test_few_labels_in_a_large_pool_get_a_suggestion(data, tmp_path, capsys):
     long = np.tile(tone_clip(0, np.random.default_rng(0)), 300)       # 5 minutes
     soundfile.write(pool / 'hour.wav', long, 16000, subtype='PCM_16')
     with pytest.raises(engine.Stopped):
-        engine.run(options(data, 'suggested', epochs=1, stop_after_steps=1, label_fraction=0.2,
+        engine.run(options(data, 'suggested', epochs=1, warmup_epochs=0, stop_after_steps=1,
+                           label_fraction=0.2,
                            unlabelled_root=str(pool)), 'clar', train.loss, 'all')
     out = capsys.readouterr().out
     assert re.search(r'note: 6 labelled clips among \d+: a random batch of 8 holds 0\.\d\d', out)
