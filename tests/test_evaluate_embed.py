@@ -1,4 +1,4 @@
-"""evaluate.py and embed.py on a tiny trained run."""
+"""evaluate.py and embed.py on a tiny trained run (the `trained` fixture, conftest.py)."""
 import json
 import subprocess
 import sys
@@ -12,25 +12,8 @@ import torchaudio
 import config
 import dataset
 import embed
-import engine
 import evaluate
-import train
-from tests.conftest import ROOT, tone_clip, write_class_folders, write_speechcommands
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A CLAR run of one epoch on a tiny Speech Commands fixture (what
-    `python train.py --epochs=1 --encoder_width=0.125 ...` does, in this process)."""
-    root = tmp_path_factory.mktemp('evaluate')
-    write_speechcommands(root / 'sc', speakers=6, takes=2)
-    cfg = config.script_defaults(vars(train))
-    cfg.update(dataset='speechcommands', data_root=str(root / 'sc'), cache_dir=str(root / 'cache'),
-               out_dir=str(root / 'runs'), run_name='clar', encoder_width=0.125, batch_size=8,
-               epochs=1, warmup_epochs=0, learning_rate=1e-3, label_fraction=0.5,
-               batchnorm_batches=2)
-    engine.run(cfg, 'clar', train.loss, 'all')
-    return root, root / 'runs' / 'clar', cfg
+from tests.conftest import ROOT, tone_clip, write_class_folders
 
 
 def test_evaluate_matches_results_and_writes_confusion(trained):
