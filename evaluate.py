@@ -149,16 +149,25 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
 
 
 def save_missing_probe(probe, file, epoch, say=print):
-    """Save the probe beside its checkpoint when the run has none (runs from before every
-    run saved its probe), so that predict.py can use it; an existing one is kept."""
+    """Save the probe beside its checkpoint when the run has none for the checkpoint's
+    epoch (runs from before every run saved its probe, or another checkpoint), so that
+    predict.py can use it; one fitted on the same weights is kept."""
     path = evaluation.probe_path(file)
-    if path.exists():
+    if path.exists() and saved_epoch(path) == epoch:
         return
     try:
         evaluation.save_probe(probe, path, file.name, epoch)
         say(f'saved the probe to {path}')
     except OSError as error:
         say(f'could not save the probe to {path} ({error})')
+
+
+def saved_epoch(probe_file):
+    """The epoch of the weights a saved probe was fitted on (None when unreadable)."""
+    try:
+        return evaluation.load_probe(probe_file).epoch
+    except Exception:                   # a foreign or broken file: fit again
+        return None
 
 
 def parse_command_line(argv):

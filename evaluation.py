@@ -204,8 +204,10 @@ class Probe(torch.nn.Module):
     def from_state(cls, state):
         network = probe_network(state['kind'], len(state['mean']), len(state['classes']))
         network.load_state_dict(state['network'])
-        return cls(state['kind'], network, state['mean'], state['std'], state['weight_decay'],
-                   state['classes']).eval()
+        probe = cls(state['kind'], network, state['mean'], state['std'], state['weight_decay'],
+                    state['classes']).eval()
+        probe.epoch = state.get('epoch')        # of the checkpoint it was fitted on
+        return probe
 
 
 def probe_path(checkpoint_file):
