@@ -145,13 +145,20 @@ def run_in_batches(compute, sources, batch_size):
     share batches and a long one is split over several. `sources` yields (key, windows
     (n, clip), a view); yields (key, its n rows) in the order of the sources, each as soon
     as its last window has been computed. Holds one batch and the sources it draws from,
-    never every window of a long recording at once."""
+    never every window of a long recording at once. The batches are gathered into one
+    buffer, reused (a fresh one per batch lets the C allocator's free lists grow, on a
+    CPU, by the size of every window ever cut); `compute` must not keep or return it."""
     waiting = []                        # (key, row pieces) of sources not yet yielded
     batch, owners, size = [], [], 0     # window slices of the next batch, whose rows they are
+    buffer = None
 
     def run():
-        rows = compute(torch.cat(batch))
-        for pieces, part in zip(owners, rows.split([len(b) for b in batch])):
+        nonlocal buffer
+        rows = sum(len(b) for b in batch)
+        if buffer is None:
+            buffer = batch[0].new_empty((batch_size, *batch[0].shape[1:]))
+        computed = compute(torch.cat(batch, out=buffer[:rows]))
+        for pieces, part in zip(owners, computed.split([len(b) for b in batch])):
             pieces.append(part)
         batch.clear()
         owners.clear()
