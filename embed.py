@@ -270,10 +270,12 @@ def plot_map(vectors, labels, path, title='', seed=0):
     vectors = np.asarray(vectors, dtype=np.float32)
     if len(vectors) < 3:
         raise UserError(f'a map needs at least 3 embeddings, got {len(vectors)}')
-    # perplexity must stay below the number of points; 30 is t-SNE's usual value
+    # perplexity must stay below the number of points; 30 is t-SNE's usual value. The exact
+    # gradient is faster than Barnes-Hut's approximation up to a thousand points or so (and
+    # needs memory in their square)
     perplexity = min(30.0, (len(vectors) - 1) / 3)
-    points = TSNE(2, perplexity=perplexity, init='pca', learning_rate='auto',
-                  random_state=seed).fit_transform(vectors)
+    points = TSNE(2, perplexity=perplexity, init='pca', learning_rate='auto', random_state=seed,
+                  method='exact' if len(vectors) <= 1000 else 'barnes_hut').fit_transform(vectors)
     classes = sorted({label for label in labels if label is not None})
     colours = plt.get_cmap('tab10' if len(classes) <= 10 else 'tab20' if len(classes) <= 20
                            else 'turbo')
