@@ -126,7 +126,7 @@ def windows(wave, clip_samples, hop_samples):
     if full == 0 or (len(wave) > covered and len(wave) - full * hop_samples >= clip_samples / 2):
         count += 1                      # the last, partial window
     padded = torch.zeros(max(len(wave), (count - 1) * hop_samples + clip_samples),
-                         dtype=torch.float32)
+                         dtype=torch.float32, device=wave.device)
     padded[:len(wave)] = wave
     return (padded.unfold(0, clip_samples, hop_samples)[:count],
             torch.arange(count, dtype=torch.int64) * hop_samples)
@@ -134,8 +134,24 @@ def windows(wave, clip_samples, hop_samples):
 
 def quantize(waves):
     """Float samples rounded to 16 bits, as the waveform cache holds them (what the model
-    saw in training): clips beyond +-1 scaled to fit, then rounded."""
+    saw in training): clips beyond +-1 scaled to fit, then rounded. A tensor stays on its
+    device (the same values as scale_to_fit and to_int16: rounded half to even)."""
+    if isinstance(waves, torch.Tensor):
+        waves = waves.float()
+        if waves.numel():
+            peak = waves.abs().amax(dim=-1, keepdim=True)
+            waves = torch.where(peak > 1, waves * (INT16_PEAK / peak.clamp(min=1.0)), waves)
+        return torch.round(waves.clamp(-1.0, 32767 / 32768) * 32768) * (1 / 32768)
     return torch.from_numpy(to_int16(scale_to_fit(waves)[0])).float() * (1 / 32768)
+
+
+def file_windows(path, sample_rate, clip_samples, hop_samples):
+    """A recording of any length prepared as training prepares its clips (decoded, mono,
+    resampled, rounded to 16 bits) and cut into clip-length windows `hop_samples` apart:
+    (view (n, clip_samples), starts in samples); see windows(). Its first window is the
+    clip training reads from the file. Raises ValueError when the file cannot be read."""
+    return windows(quantize(torch.from_numpy(read_audio(str(path), sample_rate))),
+                   clip_samples, hop_samples)
 
 
 def fit_length(wave, clip_samples):

@@ -246,14 +246,15 @@ def validate(trainer, progress, logger, run_dir):
 
 
 def finish(trainer, progress, logger, run_dir, started):
-    """Evaluate the best-on-validation weights once, on the main process: results.json and
-    the test confusion matrix (confusion_test.json / .png)."""
+    """Evaluate the best-on-validation weights once, on the main process: results.json,
+    the probe it reports (probe.pt, for predict.py) and the test confusion matrix
+    (confusion_test.json / .png)."""
     cfg, data = trainer.cfg, trainer.data
     if not distributed.is_main():
         return None
     best = checkpoint.load(run_dir / 'checkpoint_best.pt', trainer.device)
     trainer.model.load_state_dict(best['model'])
-    results, test_predictions = evaluation.final(
+    results, test_predictions, probe = evaluation.final(
         trainer.model, data, trainer.labelled_indices, trainer.device, trainer.amp_dtype,
         trainer.regime, best['epoch'], cfg['probe'])
     if cfg['diagnostics']:      # the head on its own training clips: clean, and as trained
@@ -273,6 +274,7 @@ def finish(trainer, progress, logger, run_dir, started):
                     'device': str(trainer.device), 'processes': trainer.world_size,
                     'run_dir': str(run_dir)})
     rundir.write_json(run_dir / 'results.json', results)
+    evaluation.save_probe(probe, run_dir / 'probe.pt', 'checkpoint_best.pt', best['epoch'])
     image = evaluation.write_confusion(test_predictions, data.labels[data.splits['test']],
                                        data.classes, run_dir / 'confusion_test',
                                        f'{cfg["dataset"]} test, {trainer.regime}: '

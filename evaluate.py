@@ -18,7 +18,9 @@ checkpoint other than checkpoint_best.pt).
 is its online linear probe), probe (the run's probe, linear or --probe=mlp, fitted on the
 frozen features of its labelled training clips, weight decay chosen on validation: the
 number results.json has as probe_test_accuracy), or auto (probe for self-supervised runs, head
-otherwise: the number results.json reports as test_accuracy).
+otherwise: the number results.json reports as test_accuracy). A run without its probe
+(probe.pt, saved by every run since predict.py; <checkpoint name>-probe.pt for another
+checkpoint) gets the probe fitted here, for predict.py.
 """
 import json
 import sys
@@ -97,8 +99,12 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
     labels = {s: torch.from_numpy(data.labels[i]) for s, i in needed.items()}
     if classifier == 'probe':
         kind = cfg.get('probe', 'linear')
-        predictions, weight_decay = evaluation.probe_predictions(
-            {s: r[1] for s, r in results.items()}, labels, len(data.classes), kind)
+        probe = evaluation.fit_probe({s: r[1] for s, r in results.items()}, labels,
+                                     len(data.classes), kind)
+        probe.classes, weight_decay = list(data.classes), probe.weight_decay
+        with torch.no_grad():
+            predictions = {s: probe(r[1]).argmax(1) for s, r in results.items()}
+        save_missing_probe(probe, file, checkpoint.get('epoch'), say)
         source = (f'{evaluation.PROBE_KINDS[kind]} on frozen {results["val"][1].shape[1]}-d features, trained on '
                   f'the {len(needed["train"])} labelled clips (weight decay {weight_decay:g}, '
                   f'chosen on validation)')
@@ -142,6 +148,28 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
     path_json.write_text(json.dumps(report, indent=1) + '\n')
     say(f'wrote {path_json} and {prefix}confusion_{{{",".join(splits)}}}.json/.png in {out_dir}')
     return report
+
+
+def save_missing_probe(probe, file, epoch, say=print):
+    """Save the probe beside its checkpoint when the run has none for the checkpoint's
+    epoch (runs from before every run saved its probe, or another checkpoint), so that
+    predict.py can use it; one fitted on the same weights is kept."""
+    path = evaluation.probe_path(file)
+    if path.exists() and saved_epoch(path) == epoch:
+        return
+    try:
+        evaluation.save_probe(probe, path, file.name, epoch)
+        say(f'saved the probe to {path}')
+    except OSError as error:
+        say(f'could not save the probe to {path} ({error})')
+
+
+def saved_epoch(probe_file):
+    """The epoch of the weights a saved probe was fitted on (None when unreadable)."""
+    try:
+        return evaluation.load_probe(probe_file).epoch
+    except Exception:                   # a foreign or broken file: fit again
+        return None
 
 
 def parse_command_line(argv):

@@ -199,13 +199,20 @@ def fit_linear(features, labels, num_classes, weight_decay, steps=100):
     return layer
 
 
+def probe_network(kind, in_features, num_classes):
+    """The layers of a probe: one linear layer, or the released code's MLP."""
+    if kind == 'linear':
+        return torch.nn.Linear(in_features, num_classes)
+    return torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(in_features, 512),
+                               torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                               torch.nn.Linear(512, num_classes))
+
+
 def fit_mlp(features, labels, num_classes, weight_decay, epochs=100, batch_size=256):
     """The released code's probe, 512-512-classes with dropout 0.2, here trained with Adam
     on the precomputed features."""
     torch.manual_seed(0)
-    probe = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(features.shape[1], 512),
-                                torch.nn.ReLU(), torch.nn.Dropout(0.2),
-                                torch.nn.Linear(512, num_classes))
+    probe = probe_network('mlp', features.shape[1], num_classes)
     optimizer = torch.optim.Adam(probe.parameters(), lr=1e-3, weight_decay=weight_decay)
     for _ in range(epochs):
         for batch in torch.randperm(len(features)).split(batch_size):
@@ -215,23 +222,77 @@ def fit_mlp(features, labels, num_classes, weight_decay, epochs=100, batch_size=
     return probe.eval()
 
 
-def probe_predictions(features, labels, num_classes, kind='linear'):
+class Probe(torch.nn.Module):
+    """A fitted probe: features standardised with the mean and standard deviation of the
+    labelled training features it was fitted on, then its layer(s); returns logits."""
+
+    def __init__(self, kind, network, mean, std, weight_decay, classes=()):
+        super().__init__()
+        self.kind, self.network, self.weight_decay = kind, network, weight_decay
+        self.classes = list(classes)
+        self.register_buffer('mean', mean)
+        self.register_buffer('std', std)
+
+    def forward(self, features):
+        return self.network((features - self.mean) / self.std)
+
+    def state(self, checkpoint_file='', epoch=None):
+        """Plain tensors, strings and numbers (loads with torch.load(weights_only=True)),
+        with the checkpoint whose features it was fitted on."""
+        return {'kind': self.kind, 'network': self.network.state_dict(),
+                'mean': self.mean.cpu(), 'std': self.std.cpu(),
+                'weight_decay': self.weight_decay, 'classes': self.classes,
+                'checkpoint': str(checkpoint_file), 'epoch': epoch}
+
+    @classmethod
+    def from_state(cls, state):
+        network = probe_network(state['kind'], len(state['mean']), len(state['classes']))
+        network.load_state_dict(state['network'])
+        probe = cls(state['kind'], network, state['mean'], state['std'], state['weight_decay'],
+                    state['classes']).eval()
+        probe.epoch = state.get('epoch')        # of the checkpoint it was fitted on
+        return probe
+
+
+def probe_path(checkpoint_file):
+    """Where the probe fitted on a checkpoint's features is saved: probe.pt beside
+    checkpoint_best.pt (the one every run saves), <name>-probe.pt for another checkpoint."""
+    checkpoint_file = Path(checkpoint_file)
+    name = 'probe.pt' if checkpoint_file.name == 'checkpoint_best.pt' else f'{checkpoint_file.stem}-probe.pt'
+    return checkpoint_file.parent / name
+
+
+def save_probe(probe, path, checkpoint_file, epoch):
+    torch.save(probe.state(Path(checkpoint_file).name, epoch), path)
+
+
+def load_probe(path, device='cpu'):
+    return Probe.from_state(torch.load(path, map_location=device, weights_only=True)).to(device)
+
+
+def fit_probe(features, labels, num_classes, kind='linear'):
     """Fit a probe (linear, or the MLP) on features['train'] standardised with their own
-    statistics, choose its weight decay on features['val'], and predict every split given.
-    Returns ({split: predicted labels}, chosen weight decay)."""
+    statistics, its weight decay chosen on features['val']: the Probe, in eval mode."""
     fit = fit_linear if kind == 'linear' else fit_mlp
     mean, std = features['train'].mean(0), features['train'].std(0, unbiased=False) + 1e-6
-    scaled = {s: (f - mean) / std for s, f in features.items()}
+    scaled = {s: (features[s] - mean) / std for s in ('train', 'val')}
     best = None
     for weight_decay in PROBE_WEIGHT_DECAYS:
-        probe = fit(scaled['train'], labels['train'], num_classes, weight_decay)
+        network = fit(scaled['train'], labels['train'], num_classes, weight_decay)
         with torch.no_grad():
-            accuracy = (probe(scaled['val']).argmax(1) == labels['val']).float().mean().item()
+            accuracy = (network(scaled['val']).argmax(1) == labels['val']).float().mean().item()
         if best is None or accuracy > best[0]:
-            best = (accuracy, weight_decay, probe)
-    _, weight_decay, probe = best
+            best = (accuracy, weight_decay, network)
+    _, weight_decay, network = best
+    return Probe(kind, network.eval(), mean, std, weight_decay).eval()
+
+
+def probe_predictions(features, labels, num_classes, kind='linear'):
+    """Fit a probe (fit_probe) and predict every split given.
+    Returns ({split: predicted labels}, chosen weight decay)."""
+    probe = fit_probe(features, labels, num_classes, kind)
     with torch.no_grad():
-        return {s: probe(f).argmax(1) for s, f in scaled.items()}, weight_decay
+        return {s: probe(f).argmax(1) for s, f in features.items()}, probe.weight_decay
 
 
 def linear_probe(model, data, train_indices, device, amp_dtype, kind='linear'):
@@ -241,18 +302,23 @@ def linear_probe(model, data, train_indices, device, amp_dtype, kind='linear'):
     split = {s: i for s, i in split.items() if len(i)}
     features = {s: outputs(model, data, i, device, amp_dtype)[1] for s, i in split.items()}
     labels = {s: torch.from_numpy(data.labels[i]) for s, i in split.items()}
-    predictions, weight_decay = probe_predictions(features, labels, len(data.classes), kind)
+    probe = fit_probe(features, labels, len(data.classes), kind)
+    probe.classes = list(data.classes)
+    with torch.no_grad():
+        predictions = {s: probe(f).argmax(1) for s, f in features.items()}
     val = _summary(predictions['val'], labels['val'], data.classes)
     test = (_summary(predictions['test'], labels['test'], data.classes) if 'test' in predictions
             else {'accuracy': 0.0, 'per_class': {}})
     return {'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
-            'per_class_test_accuracy': test['per_class'], 'weight_decay': weight_decay,
-            'test_predictions': predictions.get('test', torch.zeros(0, dtype=torch.long))}
+            'per_class_test_accuracy': test['per_class'], 'weight_decay': probe.weight_decay,
+            'test_predictions': predictions.get('test', torch.zeros(0, dtype=torch.long)),
+            'probe': probe}
 
 
 def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, probe_kind='linear'):
-    """The numbers of results.json for the chosen (best-on-validation) weights, and the
-    test predictions (in the order of data.splits['test']) of the classifier they report."""
+    """The numbers of results.json for the chosen (best-on-validation) weights, the test
+    predictions (in the order of data.splits['test']) of the classifier they report, and
+    the fitted probe (a Probe, saved with the run for predict.py)."""
     head = {s: accuracy(model, data, data.splits[s], device, amp_dtype) for s in ('val', 'test')}
     probe = linear_probe(model, data, labelled_indices, device, amp_dtype, probe_kind)
     own_head = head_name(regime)
@@ -268,7 +334,7 @@ def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, 
         results.update(val_accuracy=probe['val_accuracy'], test_accuracy=probe['test_accuracy'],
                        per_class_test_accuracy=probe['per_class_test_accuracy'],
                        test_accuracy_from=probe_name)
-        return results, probe['test_predictions']
+        return results, probe['test_predictions'], probe['probe']
     results.update(val_accuracy=head['val']['accuracy'], test_accuracy=head['test']['accuracy'],
                    per_class_test_accuracy=head['test']['per_class'], test_accuracy_from=own_head)
-    return results, head['test']['predictions']
+    return results, head['test']['predictions'], probe['probe']

@@ -26,9 +26,6 @@ import torch
 import audio
 from config import UserError
 
-SPAN_WINDOWS = 256          # windows decoded at a time: long recordings in bounded memory
-
-
 def roots_of(text):
     return [Path(part.strip()).expanduser() for part in text.split(',') if part.strip()]
 
@@ -81,22 +78,10 @@ def load(roots, cache_dir, sample_rate, clip_samples, hop_seconds=0.0, silence_d
 
 
 def file_windows(path, sample_rate, clip_samples, hop):
-    """The int16 windows of one file, a span of SPAN_WINDOWS at a time (so that an hour-long
-    recording is never decoded whole), with the start of each in samples."""
-    start = 0
-    while True:
-        wanted = (SPAN_WINDOWS - 1) * hop + clip_samples
-        try:
-            wave = audio.read_audio(path, sample_rate, start / sample_rate, wanted)
-        except ValueError as error:
-            if start and 'past the end' in str(error):
-                return
-            raise
-        views, starts = audio.windows(wave, clip_samples, hop)
-        yield audio.to_int16(audio.scale_to_fit(views.numpy())[0]), starts.numpy() + start
-        if len(wave) < wanted:
-            return
-        start += SPAN_WINDOWS * hop
+    """The int16 windows of one file (audio.file_windows: the preparation predict.py and
+    embed.py use), with the start of each in samples."""
+    views, starts = audio.file_windows(path, sample_rate, clip_samples, hop)
+    return [(audio.to_int16(views.numpy()), starts.numpy())]
 
 
 def quiet(windows, silence_db):
@@ -127,7 +112,7 @@ def build(folder, files, sample_rate, clip_samples, hop, silence_db, skip_bad_fi
 
     def decode(path):
         try:
-            return list(file_windows(path, sample_rate, clip_samples, hop)), None
+            return file_windows(path, sample_rate, clip_samples, hop), None
         except ValueError as error:
             return None, str(error)
 

@@ -215,3 +215,23 @@ def write_background_noise(root, files=(('running_tap.wav', 10.0, 16000),
         soundfile.write(folder / name, ramp + rng.normal(0, 0.05, length), rate, subtype='PCM_16')
     (folder / 'README.md').write_text('fixture\n')
     return folder
+
+
+@pytest.fixture(scope='session')
+def trained(tmp_path_factory):
+    """A CLAR run of one epoch on a tiny Speech Commands fixture (what
+    `python train.py --epochs=1 --encoder_width=0.125 ...` does, in this process), trained
+    once for every test module that uses it: (root, run directory, config). Tests that
+    change the run work on a copy."""
+    import config
+    import engine
+    import train
+    root = tmp_path_factory.mktemp('trained')
+    write_speechcommands(root / 'sc', speakers=6, takes=2)
+    cfg = config.script_defaults(vars(train))
+    cfg.update(dataset='speechcommands', data_root=str(root / 'sc'), cache_dir=str(root / 'cache'),
+               out_dir=str(root / 'runs'), run_name='clar', encoder_width=0.125, batch_size=8,
+               epochs=1, warmup_epochs=0, learning_rate=1e-3, label_fraction=0.5,
+               batchnorm_batches=2)
+    engine.run(cfg, 'clar', train.loss, 'all')
+    return root, root / 'runs' / 'clar', cfg

@@ -43,3 +43,30 @@ def test_read_audio_whole_file_and_from_an_offset(tmp_path):
     assert np.array_equal(clip[:len(whole)], whole) and not clip[len(whole):].any()
     rounded = audio.quantize(whole)
     assert torch.equal(rounded * 32768, torch.round(rounded * 32768))
+
+
+def test_quantize_of_a_tensor_equals_the_cache_rounding():
+    rng = np.random.default_rng(0)
+    samples = np.concatenate([rng.uniform(-1.2, 1.2, 10000),
+                              (np.arange(-40, 40) + 0.5) / 32768,     # exact halves
+                              [-1.0, 32767 / 32768, 1.0]]).astype(np.float32)
+    from_cache = audio.to_int16(samples).astype(np.float32) / 32768
+    rounded = audio.quantize(torch.from_numpy(samples))
+    assert rounded.dtype == torch.float32
+    assert np.array_equal(rounded.numpy(), from_cache)
+    assert np.array_equal(audio.quantize(samples).numpy(), from_cache)
+
+
+def test_file_windows_start_with_the_training_clip(tmp_path):
+    rate = 22050
+    rng = np.random.default_rng(1)
+    path = tmp_path / 'long.wav'
+    soundfile.write(path, rng.uniform(-0.5, 0.5, int(2.6 * rate)), rate, subtype='FLOAT')
+    views, starts = audio.file_windows(path, 16000, 16000, 8000)
+    assert starts.tolist() == [0, 8000, 16000, 24000, 32000]   # the last holds 0.6 s of 1
+    clip = audio.quantize(audio.read_clip(str(path), 16000, 16000))
+    assert torch.equal(views[0], clip)
+    whole = audio.quantize(audio.read_audio(str(path), 16000))
+    assert torch.equal(views[2], whole[16000:32000])
+    with pytest.raises(ValueError, match='unreadable'):
+        audio.file_windows(tmp_path / 'missing.wav', 16000, 16000, 8000)

@@ -1,4 +1,4 @@
-"""evaluate.py and embed.py on a tiny trained run."""
+"""evaluate.py and embed.py on a tiny trained run (the `trained` fixture, conftest.py)."""
 import json
 import subprocess
 import sys
@@ -9,28 +9,12 @@ import soundfile
 import torch
 import torchaudio
 
+import audio
 import config
 import dataset
 import embed
-import engine
 import evaluate
-import train
-from tests.conftest import ROOT, tone_clip, write_class_folders, write_speechcommands
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A CLAR run of one epoch on a tiny Speech Commands fixture (what
-    `python train.py --epochs=1 --encoder_width=0.125 ...` does, in this process)."""
-    root = tmp_path_factory.mktemp('evaluate')
-    write_speechcommands(root / 'sc', speakers=6, takes=2)
-    cfg = config.script_defaults(vars(train))
-    cfg.update(dataset='speechcommands', data_root=str(root / 'sc'), cache_dir=str(root / 'cache'),
-               out_dir=str(root / 'runs'), run_name='clar', encoder_width=0.125, batch_size=8,
-               epochs=1, warmup_epochs=0, learning_rate=1e-3, label_fraction=0.5,
-               batchnorm_batches=2)
-    engine.run(cfg, 'clar', train.loss, 'all')
-    return root, root / 'runs' / 'clar', cfg
+from tests.conftest import ROOT, tone_clip, write_class_folders
 
 
 def test_evaluate_matches_results_and_writes_confusion(trained):
@@ -134,3 +118,87 @@ def test_embedding_at_another_rate_equals_the_resampled_clip(trained, tmp_path):
     soundfile.write(tmp_path / 'clip.wav', at_22k[0], 22050, subtype='FLOAT')
     from_file = embed.embed_files(loaded[0], [tmp_path / 'clip.wav'], 16000, 16000)
     np.testing.assert_allclose(from_file[0], reference[0], rtol=1e-5, atol=1e-6)
+
+
+def test_run_in_batches_keeps_order_and_batch_size():
+    """Windows of sources of any length are computed batch_size at a time, across sources,
+    and each source gets back its own rows in order."""
+    sizes = []
+
+    def compute(batch):
+        sizes.append(len(batch))
+        return batch.sum(1, keepdim=True)
+
+    lengths = [1, 7, 2, 1, 12, 3]
+    sources = [(f's{i}', torch.arange(n * 5, dtype=torch.float32).reshape(n, 5) + 100 * i)
+               for i, n in enumerate(lengths)]
+    got = list(embed.run_in_batches(compute, iter(sources), 4))
+    assert [key for key, _ in got] == [key for key, _ in sources]
+    for (_, rows), (_, windows) in zip(got, sources):
+        assert torch.equal(rows, windows.sum(1, keepdim=True))
+    assert max(sizes) == 4 and sum(sizes) == sum(lengths) and sizes[:-1] == [4] * (len(sizes) - 1)
+
+
+def _long_and_short_files(folder):
+    """folder/long/speech.wav (3.3 s at 22.05 kHz) and folder/short/beep.flac (0.6 s)."""
+    rng = np.random.default_rng(5)
+    (folder / 'long').mkdir(parents=True)
+    (folder / 'short').mkdir()
+    long_clip = np.concatenate([tone_clip(c, rng, 22050, seconds=0.9) for c in (0, 1, 2)])
+    soundfile.write(folder / 'long' / 'speech.wav', long_clip[:int(3.3 * 22050)], 22050,
+                    subtype='FLOAT')
+    soundfile.write(folder / 'short' / 'beep.flac', tone_clip(1, rng, 16000, seconds=0.4),
+                    16000, subtype='PCM_16')
+    return folder
+
+
+def test_embed_windows_of_a_long_file(trained, tmp_path):
+    """--pool=none: one row per window with its start; the rows are the model's features
+    of the windows audio.file_windows cuts; --pool=mean: one row per file, their mean."""
+    root, run_dir, cfg = trained
+    folder = _long_and_short_files(tmp_path / 'audio')
+    model, _ = embed.load_model(run_dir)
+    assert embed.main([str(run_dir), str(folder), str(tmp_path / 'w.npz'), '--device=cpu',
+                       '--pool=none', '--hop=0.5', '--batch_size=3']) == 0
+    windows = np.load(tmp_path / 'w.npz')
+    assert list(windows['paths']) == ['long/speech.wav'] * 6 + ['short/beep.flac']
+    np.testing.assert_allclose(windows['starts'], [0, 0.5, 1.0, 1.5, 2.0, 2.5, 0])
+    views, starts = audio.file_windows(folder / 'long' / 'speech.wav', 16000, 16000, 8000)
+    assert starts.tolist() == [0, 8000, 16000, 24000, 32000, 40000]
+    np.testing.assert_allclose(windows['embeddings'][:6], model.embed(views).numpy(),
+                               rtol=1e-4, atol=1e-5)
+    assert embed.main([str(run_dir), str(folder), str(tmp_path / 'm.npy'), '--device=cpu',
+                       '--hop=0.5']) == 0
+    pooled = np.load(tmp_path / 'm.npy')
+    assert (tmp_path / 'm.paths.txt').read_text().splitlines() == ['long/speech.wav',
+                                                                   'short/beep.flac']
+    assert not (tmp_path / 'm.starts.npy').exists()
+    np.testing.assert_allclose(pooled[0], windows['embeddings'][:6].mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pooled[1], windows['embeddings'][6], rtol=1e-4, atol=1e-5)
+    # a file of one clip or less: the same row as the first clip training reads
+    first = embed.embed_files(model, [folder / 'short' / 'beep.flac'], 16000, 16000)
+    np.testing.assert_allclose(pooled[1], first[0], rtol=1e-4, atol=1e-5)
+    assert embed.main([str(run_dir), str(folder), str(tmp_path / 'n.npy'), '--device=cpu',
+                       '--pool=none']) == 0            # default hop: half a clip
+    np.testing.assert_allclose(np.load(tmp_path / 'n.starts.npy'), windows['starts'])
+    with pytest.raises(config.UserError, match='--pool=max; valid: mean, none'):
+        embed.main([str(run_dir), str(folder), str(tmp_path / 'x.npy'), '--pool=max'])
+
+
+def test_map_colours_points_by_class_folder(trained, tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate([rng.normal(c * 3, 1, (8, 16)) for c in range(3)])
+    labels = ['dog'] * 8 + ['cat'] * 8 + ['rain'] * 8
+    assert embed.plot_map(vectors, labels, tmp_path / 'map.png') == ['cat', 'dog', 'rain']
+    assert (tmp_path / 'map.png').stat().st_size > 5000
+    assert embed.plot_map(vectors, [None] * 24, tmp_path / 'flat.png') == []
+    assert (tmp_path / 'flat.png').exists()
+    assert embed.class_of('dog/a.wav') == 'dog' and embed.class_of('a.wav') is None
+    with pytest.raises(config.UserError, match='at least 3'):
+        embed.plot_map(vectors[:2], ['a', 'b'], tmp_path / 'two.png')
+    # from the command line, on class folders
+    root, run_dir, cfg = trained
+    folder = write_class_folders(tmp_path / 'audio', per_class=3)
+    assert embed.main([str(run_dir), str(folder), str(tmp_path / 'v.npy'), '--device=cpu',
+                       f'--map={tmp_path / "cli.png"}']) == 0
+    assert (tmp_path / 'cli.png').stat().st_size > 5000
