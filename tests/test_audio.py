@@ -50,11 +50,15 @@ def test_quantize_of_a_tensor_equals_the_cache_rounding():
     samples = np.concatenate([rng.uniform(-1.2, 1.2, 10000),
                               (np.arange(-40, 40) + 0.5) / 32768,     # exact halves
                               [-1.0, 32767 / 32768, 1.0]]).astype(np.float32)
-    from_cache = audio.to_int16(samples).astype(np.float32) / 32768
+    # the cache scales a clip that goes beyond +-1 to fit, then rounds
+    from_cache = audio.to_int16(audio.scale_to_fit(samples)[0]).astype(np.float32) / 32768
     rounded = audio.quantize(torch.from_numpy(samples))
     assert rounded.dtype == torch.float32
     assert np.array_equal(rounded.numpy(), from_cache)
     assert np.array_equal(audio.quantize(samples).numpy(), from_cache)
+    inside = samples[np.abs(samples) <= 1]               # within +-1: rounding alone
+    assert np.array_equal(audio.quantize(torch.from_numpy(inside)).numpy(),
+                          audio.to_int16(inside).astype(np.float32) / 32768)
 
 
 def test_file_windows_start_with_the_training_clip(tmp_path):
