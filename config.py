@@ -31,6 +31,7 @@ frontend = 'paper'            # paper: 16 ms window, 8 ms hop | released: 2048-p
 projection_dim = 128          # size of the contrastive embedding z
 init_from = ''                # initialise the encoder from this checkpoint or run directory
 # schedule and evaluation
+lr_schedule = 'cosine'        # after the warm-up: cosine (decay to zero) | constant (the released code at 1 % labels)
 steps = 0                     # optimiser steps in all; 0 = epochs x steps per epoch (given, it replaces --epochs: e.g. a baseline at equal steps)
 eval_every_steps = 0          # validate and checkpoint every this many steps; 0 = at the end of every epoch
 diagnostics = True            # at each validation, linear probes on h and on p beside the head; at the end, the head on the labelled clips clean and augmented

@@ -16,6 +16,7 @@ from spectograms import FRONTENDS
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 WANDB_MODES = ('off', 'online', 'offline')
+LR_SCHEDULES = ('cosine', 'constant')
 # options that may change when a run is resumed; everything else comes from its config.json
 RESUMABLE_OVERRIDES = ('device', 'stop_after_epochs', 'stop_after_steps', 'log_every', 'wandb',
                        'cache_dir', 'data_root', 'compile')
@@ -39,6 +40,7 @@ def check(cfg, regime=None, given=(), resumed=False):
     one_of('probe', evaluation.PROBES)
     one_of('dtype', ('auto', *DTYPES))
     one_of('wandb', WANDB_MODES)
+    one_of('lr_schedule', LR_SCHEDULES)
     if 'class_input' in cfg:
         one_of('class_input', model_module.CLASS_INPUTS)
         one_of('heads', model_module.HEAD_KINDS)

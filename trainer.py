@@ -61,8 +61,9 @@ class Trainer:
         # --steps, when given, replaces --epochs (e.g. a baseline at equal optimiser steps)
         self.total_steps = cfg['steps'] or self.steps_per_epoch * cfg['epochs']
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.total_steps,
-                                          self.steps_per_epoch * cfg['warmup_epochs']))
+            self.optimizer, learning_rate_factor(self.total_steps,
+                                                 self.steps_per_epoch * cfg['warmup_epochs'],
+                                                 cfg['lr_schedule']))
         self.amp_dtype = options.autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
         self.augment_generator = torch.Generator().manual_seed(cfg['seed'] * 7919 + rank)
@@ -129,14 +130,17 @@ class Trainer:
         return self.scheduler.get_last_lr()[0]
 
 
-def warmup_cosine(total_steps, warmup_steps):
-    """Learning-rate factor per step: linear warm-up, then cosine decay to zero."""
+def learning_rate_factor(total_steps, warmup_steps, schedule='cosine'):
+    """Learning-rate factor per step: linear warm-up, then cosine decay to zero (`cosine`)
+    or the peak rate to the end (`constant`)."""
     total = max(1, total_steps)
     warmup = min(warmup_steps, total - 1)
 
     def factor(step):
         if step < warmup:
             return (step + 1) / (warmup + 1)
+        if schedule == 'constant':
+            return 1.0
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return factor
