@@ -45,7 +45,8 @@ def gather_with_grad(tensor):
     if not active():
         return tensor
     import torch.distributed.nn.functional as distributed_functional
-    return torch.cat(distributed_functional.all_gather(tensor.contiguous()))
+    # the group named: the function's default is whichever group existed when it was imported
+    return torch.cat(distributed_functional.all_gather(tensor.contiguous(), group=dist.group.WORLD))
 
 
 def all_gather_objects(value):

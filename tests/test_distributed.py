@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,3 +187,132 @@ def test_fewer_clips_than_processes_is_refused():
     assert global_batch_size(256, 1000, 1) == 256 and global_batch_size(256, 10, 3) == 9
     with pytest.raises(UserError, match='3 training clips cannot be shared by 4 processes'):
         global_batch_size(8, 3, 4)
+
+
+# ------------------------------------------------------------ whole runs in two processes
+
+class CollectiveBatchNorm(torch.nn.BatchNorm2d):
+    """Stands in for SyncBatchNorm, which needs CUDA: like it, every forward in train mode
+    is a collective, so a process that runs one alone waits for the others forever."""
+
+    def forward(self, x):
+        if self.training and dist.is_initialized():
+            dist.all_reduce(torch.zeros(1))
+        return super().forward(x)
+
+
+def engine_worker(rank, world_size, cfg, given, signal_at_step, out_dir):
+    """engine.run in one of two processes, as torchrun would start it, with every
+    BatchNorm2d a CollectiveBatchNorm; the statistics after each re-estimation are saved.
+    `signal_at_step`: SIGTERM to process 1 inside that step. Writes how the run ended."""
+    import signal
+
+    import engine
+    import evaluation
+    import model as model_module
+    import train
+    build, recalibrate = model_module.build, evaluation.recalibrate_batchnorm
+    name = cfg['run_name'] or Path(cfg['resume']).name + '-resumed'
+    steps = {'n': 0}
+
+    def loss(model, views, labels, labelled, cfg):
+        steps['n'] += 1
+        if rank == 1 and steps['n'] == signal_at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train.loss(model, views, labels, labelled, cfg)
+
+    def collective_build(*args):
+        built = build(*args)
+        for module in built.modules():
+            if type(module) is torch.nn.BatchNorm2d:
+                module.__class__ = CollectiveBatchNorm
+        return built
+
+    def recalibrate_and_keep(model, *args):
+        recalibrate(model, *args)
+        torch.save({key: value for key, value in model.state_dict().items() if 'running' in key},
+                   os.path.join(out_dir, f'{name}-step{steps["n"]}-batchnorm-rank{rank}.pt'))
+    model_module.build, evaluation.recalibrate_batchnorm = collective_build, recalibrate_and_keep
+    try:
+        engine.run(cfg, 'clar', loss, 'all', given)
+        outcome = {'finished': True}
+    except engine.Stopped as stopped:
+        outcome = {'finished': False, 'requested': stopped.requested,
+                   'stopped': str(stopped).split('. Continue with')[0]}
+    Path(out_dir, f'{name}-rank{rank}.json').write_text(json.dumps(outcome))
+
+
+@pytest.fixture(scope='module')
+def two_process_runs(tmp_path_factory):
+    """Runs of train.py's regime in two processes, each started afresh as torchrun would:
+    a whole run (2 epochs of 3 steps); one stopped inside its second epoch, then resumed;
+    one where only process 1 receives a SIGTERM, in step 2 (log_every=2)."""
+    from tests.conftest import tiny_run
+    root = tmp_path_factory.mktemp('ddp')
+    write_speechcommands(root / 'sc', speakers=6, takes=2)    # 24 training clips
+    runs = {'whole': ({}, None), 'stopped': ({'stop_after_steps': 4}, None),
+            'stopped-resumed': ({'run_name': '', 'resume': str(root / 'runs' / 'stopped')}, None),
+            'signalled': ({'log_every': 2}, 2)}
+    outcomes = {}
+    for name, (overrides, signal_at_step) in runs.items():
+        cfg = tiny_run(root, name, **{'device': 'cpu', 'batch_size': 4, 'epochs': 2, **overrides})
+        run_processes(engine_worker, cfg, {'resume'} if cfg['resume'] else set(), signal_at_step,
+                      str(root), timeout=150)
+        outcomes[name] = [json.loads((root / f'{name}-rank{rank}.json').read_text())
+                          for rank in range(2)]
+    return root, outcomes
+
+
+def test_batchnorm_reestimation_meets_on_every_process(two_process_runs):
+    """With --sync_batchnorm every train-mode forward is a collective. The re-estimation of
+    the BatchNorm statistics before validation used to run on process 0 alone while the
+    others waited in a barrier: a hang. Every process now re-estimates, on the same clips,
+    and ends with the same statistics."""
+    root, outcomes = two_process_runs
+    assert outcomes['whole'] == [{'finished': True}] * 2
+    kept = sorted(root.glob('whole-step*-batchnorm-rank0.pt'))
+    assert [path.name.split('-')[1] for path in kept] == ['step3', 'step6']   # each epoch's end
+    for path in kept:
+        mine, theirs = torch.load(path), torch.load(str(path).replace('rank0', 'rank1'))
+        assert mine.keys() == theirs.keys() and len(mine) > 10
+        for name in mine:
+            assert torch.equal(mine[name], theirs[name]), name
+
+
+def test_a_resumed_two_process_run_is_exact(two_process_runs):
+    """Every process saves its own random states (its augmentations differ from the
+    others'); a resume gives each its own back and ends exactly where the whole run ends."""
+    from tests.test_resume import assert_same_run, finished
+    root, outcomes = two_process_runs
+    assert outcomes['stopped'] == [{'finished': False, 'requested': True, 'stopped':
+                                    'stopped by stop_after_steps in epoch 2 after batch 1'}] * 2
+    assert outcomes['stopped-resumed'] == [{'finished': True}] * 2
+    assert_same_run(finished(root / 'runs' / 'whole'), finished(root / 'runs' / 'stopped'),
+                    epochs=[1, 2])
+
+
+def test_a_signal_to_one_process_stops_all_at_the_same_step(two_process_runs):
+    """A signal reaches the processes of a torchrun run at different steps; one that stopped
+    alone would leave the others waiting. They agree at the next logged step: both stop
+    after batch 2, and the checkpoint holds both processes' random states."""
+    root, outcomes = two_process_runs
+    assert outcomes['signalled'] == [
+        {'finished': False, 'requested': False,
+         'stopped': 'stopped by a signal to another process in epoch 1 after batch 2'},
+        {'finished': False, 'requested': False,
+         'stopped': 'stopped by SIGTERM in epoch 1 after batch 2'}]
+    state = torch.load(root / 'runs' / 'signalled' / 'checkpoint_last.pt', weights_only=False)
+    assert (state['epoch'], state['batch'], state['world_size']) == (0, 2, 2)
+    assert len(state['rng']) == 2
+    assert not torch.equal(state['rng'][0]['augment'], state['rng'][1]['augment'])
+
+
+def test_a_resume_with_another_process_count_is_refused(two_process_runs):
+    import engine
+    import train
+    from config import UserError
+    from tests.conftest import tiny_run
+    root, _ = two_process_runs
+    cfg = tiny_run(root, '', resume=str(root / 'runs' / 'signalled'))
+    with pytest.raises(UserError, match=r'trained with 2 processes; resume it with 2 \(got 1\)'):
+        engine.run(cfg, 'clar', train.loss, 'all', {'resume'})
