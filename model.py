@@ -147,7 +147,8 @@ def nt_xent(z1, z2, temperature=0.5):
         n = z1.shape[0]
         similarity = z @ z.t() / temperature
         similarity.fill_diagonal_(float('-inf'))   # an anchor is not its own negative
-        positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+        # made on the device: a copy from the host would make it wait for the forward pass
+        positives = torch.arange(2 * n, device=z.device).roll(n)
         return F.cross_entropy(similarity, positives)
 
 

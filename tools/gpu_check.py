@@ -29,6 +29,7 @@ Tolerances (CUDA against the CPU, float32, TF32 off):
   bf16 autocast   every loss finite over the steps; the first step's loss within 5e-2
                   relative of float32 from the same weights and views
   pinned batches  int16 rows gathered into pinned memory arrive bit-exact
+  no host sync    training steps make the host wait for the GPU nowhere (sync debug mode)
 """
 import contextlib
 import copy
@@ -332,9 +333,37 @@ def rng_round_trip(device, toy=False):
     return {'ok': ok}
 
 
+def no_host_sync(device, toy=False):
+    """Training steps as the loop takes them (load a batch, augment two views, the step,
+    the epoch's running sums) under torch.cuda.set_sync_debug_mode('error'): an operation
+    that makes the host wait for the GPU raises, and is named. Without such waits the host
+    prepares the next step while the GPU runs this one."""
+    if torch.device(device).type != 'cuda':
+        return {'ok': True, 'not_applicable': 'no host-device synchronisation on the CPU'}
+    clips, batch, width = (256, 32, 0.25)
+    with tempfile.TemporaryDirectory(prefix='clar-gpu-check-') as folder:
+        data = tone_data(clips, folder)
+        trainer = make_trainer(clar_config(device, 'auto', batch, width, epochs=10), data, device)
+        run_steps(trainer, 2)                       # first calls: allocations, cuDNN, cuFFT plans
+        progress = checkpoint.Progress()
+        batches = trainer.epoch_batches(1)[:3]
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            for batch_indices in batches:
+                waves, labels, labelled = trainer.load_batch(batch_indices)
+                finite, logs = trainer.optimise(trainer.make_views(waves), labels, labelled)
+                progress.count(finite, logs, len(batch_indices), 0.0)
+        except RuntimeError as error:
+            return {'ok': False, 'waited_at': str(error).splitlines()[0]}
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    return {'ok': True, 'steps': len(batches), 'batch_size': batch}
+
+
 CHECKS = {'frontend': frontend_agreement, 'augmentations': augmentation_agreement,
           'clar_step': clar_step_agreement, 'bfloat16': bfloat16_losses,
-          'pinned_batches': pinned_batches, 'rng_states': rng_round_trip}
+          'pinned_batches': pinned_batches, 'rng_states': rng_round_trip,
+          'no_host_sync': no_host_sync}
 
 
 def run_checks(out, device, toy):
@@ -385,6 +414,7 @@ def profile(out, device, toy, batch_size=0, width=0.0):
     augmenting and the step (front end, forward, losses, backward, optimiser), the device's
     busy share of the wall time, and the kernels that take most; the full table goes to
     out/profile.txt."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, record_function
     batch_size = batch_size or (8 if toy else 256)
     width = width or (0.125 if toy else 1.0)
@@ -417,24 +447,25 @@ def profile(out, device, toy, batch_size=0, width=0.0):
                 step(batch)
             synchronize(device)
     events = prof.key_averages()
-    sort = 'self_cuda_time_total' if on_cuda else 'self_cpu_time_total'
+    sort = 'self_device_time_total' if on_cuda else 'self_cpu_time_total'
     (Path(out) / 'profile.txt').write_text(events.table(sort_by=sort, row_limit=40))
-
-    def device_us(event, own=False):
-        names = (('self_device_time_total', 'self_cuda_time_total') if own else
-                 ('device_time_total', 'cuda_time_total'))
-        return next((getattr(event, n) for n in names if hasattr(event, n)), 0.0)
-    ranges = {e.key: {'device_ms_per_step': device_us(e) / 1000 / steps,
-                      'cpu_ms_per_step': e.cpu_time_total / 1000 / steps}
-              for e in events if e.key in ('load_batch', 'augment', 'optimise')}
-    kernels = sorted((e for e in events if device_us(e, own=True) > 0), key=lambda e: -device_us(e, own=True))
-    busy = sum(device_us(e, own=True) for e in events) / 1000 / steps
+    # device-side rows (kernels, copies), as the table's own "Self CUDA time total" counts them
+    on_device = [e for e in events if e.device_type != DeviceType.CPU and not e.is_user_annotation]
+    kernels = sorted(on_device, key=lambda e: -e.self_device_time_total)
+    busy = sum(e.self_device_time_total for e in on_device) / 1000 / steps
+    ranges = {}
+    for e in events:
+        if e.key in ('load_batch', 'augment', 'optimise'):
+            entry = ranges.setdefault(e.key, {'device_ms_per_step': 0.0, 'cpu_ms_per_step': 0.0})
+            entry['device_ms_per_step'] = max(entry['device_ms_per_step'], e.device_time_total / 1000 / steps)
+            if e.device_type == DeviceType.CPU:
+                entry['cpu_ms_per_step'] = e.cpu_time_total / 1000 / steps
     write_line(out, 'profile', True, device, batch_size=batch_size, encoder_width=width,
                dtype=str(trainer.amp_dtype).replace('torch.', ''),
                wall_ms_per_step=wall * 1000, clips_per_second=batch_size / wall,
                device_busy_ms_per_step=busy if on_cuda else None,
                device_busy_share=busy / (wall * 1000) if on_cuda else None, ranges=ranges,
-               top_kernels=[{'name': e.key[:80], 'ms_per_step': device_us(e, own=True) / 1000 / steps,
+               top_kernels=[{'name': e.key[:80], 'ms_per_step': e.self_device_time_total / 1000 / steps,
                              'calls_per_step': e.count / steps} for e in kernels[:12]],
                table='profile.txt')
 

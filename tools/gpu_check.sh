@@ -13,7 +13,8 @@
 #   checks         CUDA against the CPU (float32, TF32 off): both front ends, every augmentation,
 #                  one CLAR step (loss, gradients, loss after the update); bf16 autocast gives
 #                  finite losses close to float32; int16 batches through pinned memory arrive
-#                  bit-exact; random states round-trip. Tolerances: tools/gpu_check.py
+#                  bit-exact; random states round-trip; a training step never makes the
+#                  host wait for the GPU. Tolerances: tools/gpu_check.py
 #   curves         200 CLAR steps at batch 256 in bf16 and in float32 from one seed, first and
 #                  last losses side by side, and the whole loop's clips per second
 #   bench_eager    bench.py --device=cuda --batch_size=256 (the targets: tools/gpu_check.py)
