@@ -28,10 +28,11 @@
 # packages. Only ddp (tqdm) and pytest (pytest, soundfile) need more; without them they
 # write a line saying so. To have them, prepare wheels beforehand on a machine with network:
 #     for v in 3.10 3.11 3.12 3.13; do python -m pip download --dest tools/wheels \
-#         --only-binary=:all: --no-deps --platform manylinux2014_x86_64 --python-version $v \
+#         --only-binary=:all: --no-deps --platform manylinux_2_28_x86_64 \
+#         --platform manylinux2014_x86_64 --python-version $v \
 #         tqdm soundfile cffi pycparser pytest iniconfig pluggy packaging pygments \
 #         exceptiongroup tomli; done
-# (about 6 MiB; tools/wheels/ is ignored by git, so name it among the paths that travel with
+# (about 5 MiB; tools/wheels/ is ignored by git, so name it among the paths that travel with
 # the working tree). Missing packages are installed from there without network, into a
 # temporary folder put on PYTHONPATH: the machine's own packages are not touched.
 #
@@ -54,9 +55,15 @@ DEADLINE=$(( $(date +%s) + BUDGET ))
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd) || exit 2
 CHECK=("$PYTHON" tools/gpu_check.py)
 
-line() {    # line NAME --error=... | --skipped=...: a line for a part that wrote none
-    "${CHECK[@]}" line --out="$OUT" --device="$DEVICE" --name="$1" "${@:2}" > /dev/null 2>&1 ||
-        printf '{"part": "%s", "ok": false, "error": "could not write its line (%s)"}\n' "$1" "$2" >> "$OUT/gpu_check.jsonl"
+failed() {  # failed NAME WHY: the line of a part that failed without writing one, with its log's end
+    "${CHECK[@]}" line --out="$OUT" --device="$DEVICE" --name="$1" --error="$2" --log="$1.log" > /dev/null 2>&1 ||
+        printf '{"part": "%s", "ok": false, "time": "%s", "device": "%s", "error": "%s (and no Python to write the line)"}\n' \
+            "$1" "$(date +%Y-%m-%dT%H:%M:%S%z)" "$DEVICE" "$2" >> "$OUT/gpu_check.jsonl"
+}
+
+skipped() { # skipped NAME WHY: the line of a part not run (`ok` null)
+    printf '{"part": "%s", "ok": null, "time": "%s", "device": "%s", "skipped": "%s"}\n' \
+        "$1" "$(date +%Y-%m-%dT%H:%M:%S%z)" "$DEVICE" "$2" | tee -a "$OUT/gpu_check.jsonl"
 }
 
 part() {    # part NAME SECONDS COMMAND...: run it with a time limit, output in OUT/NAME.log
@@ -64,7 +71,7 @@ part() {    # part NAME SECONDS COMMAND...: run it with a time limit, output in 
     shift 2
     left=$(( DEADLINE - $(date +%s) ))
     if [ "$left" -lt 20 ]; then
-        line "$name" --skipped="out of time: the ${BUDGET} s budget is spent"
+        skipped "$name" "out of time: the ${BUDGET} s budget is spent"
         return 1
     fi
     [ "$limit" -gt "$left" ] && limit=$left
@@ -74,7 +81,7 @@ part() {    # part NAME SECONDS COMMAND...: run it with a time limit, output in 
     if [ "$status" -ne 0 ]; then
         why="exit status $status"
         if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then why="cut off after $limit s"; fi
-        line "$name" --error="$why" --log="$name.log"
+        failed "$name" "$why"
         return 1
     fi
 }
@@ -115,7 +122,7 @@ bench bench_eager 150 "${BENCH_SIZES[@]}" --baselines=False \
     $([ "$DEVICE" = cpu ] && echo --compare_encoders=False --other_regimes=False)
 part profile 90 "${CHECK[@]}" profile --out="$OUT" --device="$DEVICE"
 if [ "$DEVICE" = cpu ]; then
-    line bench_compile --skipped="dry run: torch.compile is not timed on the CPU (minutes of C++ compilation)"
+    skipped bench_compile "dry run: torch.compile is not timed on the CPU (minutes of C++ compilation)"
 else
     bench bench_compile 300 "${BENCH_SIZES[@]}" --compile=True --baselines=False \
         --compare_encoders=False --other_regimes=False
@@ -125,7 +132,7 @@ if [ "$DEVICE" = cpu ] || [ "$gpus" -ge 2 ]; then
     part ddp 150 "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=2 \
         tools/gpu_check.py ddp --out="$OUT" --device="$DEVICE"
 else
-    line ddp --skipped="needs two GPUs ($gpus here)"
+    skipped ddp "needs two GPUs ($gpus here)"
 fi
 part pytest 150 "${CHECK[@]}" pytest --out="$OUT" --device="$DEVICE"
 
