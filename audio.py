@@ -21,10 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 import torchaudio
-from tqdm import tqdm
 
 try:
     import fcntl                    # one process builds a cache while others wait (POSIX)
@@ -79,6 +77,7 @@ def read_audio(path, sample_rate, offset=0.0, samples=None):
     """Decode float32 mono samples at `sample_rate` from `path`, starting `offset` seconds
     into the file: to its end, or at most `samples` of them. Downmixed by averaging the
     channels, resampled with torchaudio. Raises ValueError with the reason when it cannot."""
+    import soundfile                # here: training from a built cache needs no decoder
     try:
         with soundfile.SoundFile(path) as audio:
             rate, length = audio.samplerate, audio.frames
@@ -210,6 +209,7 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
     """Decode every clip into folder/waves.npy and folder/index.json, atomically: the
     folder appears only when complete. Clips are decoded by a few threads, written in order
     into the memory-mapped array (streaming: memory use does not grow with the dataset)."""
+    from tqdm import tqdm
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     needed = len(paths) * clip_samples * 2

@@ -15,7 +15,9 @@ Speed: pitch shift and time stretch take per-clip rates in one batched phase voc
 (frames read at per-clip positions with index_select, phases accumulated by a scan over
 frames) and per-clip resampling by interpolation at per-clip positions (gather). On CPU
 the batch goes through in chunks of a few dozen clips, which keeps the working set in
-cache; on a GPU it goes through whole.
+cache; on a GPU it goes through whole. The drawn parameters go to the device with
+non-blocking copies: a blocking one would make the host wait for all the work queued on
+the GPU before it (the previous training step), every step.
 
 Fixes to the released CLAR code (see shared/CLAR.md): the time mask has a random length,
 time stretch is a real phase-vocoder stretch (pitch kept), and noisy clips are not
@@ -131,14 +133,14 @@ def apply_fade(waveforms, params, sample_rate):
     Only the longest fade region of the batch is computed."""
     batch_size, length = waveforms.shape
     device, dtype = waveforms.device, waveforms.dtype
-    shape = params["shape"].to(device)[:, None]
+    shape = params["shape"].to(device, non_blocking=True)[:, None]
     out = waveforms.clone()
     for key, at_start in (("fade_in", True), ("fade_out", False)):
         fade = params[key]
         region = int(fade.max()) if fade.numel() else 0
         if region == 0:
             continue
-        inverse = (1.0 / (fade.to(dtype) + 1)).to(device)[:, None]
+        inverse = (1.0 / (fade.to(dtype) + 1)).to(device, non_blocking=True)[:, None]
         # Samples counted from the clip's edge: 1 at the first (last) sample.
         count = (torch.arange(1, region + 1, device=device, dtype=dtype) if at_start else
                  torch.arange(region, 0, -1, device=device, dtype=dtype))
@@ -189,14 +191,14 @@ def apply_time_mask(waveforms, params, sample_rate):
     time_mask_noise_db below the clip's own RMS (so it is low-level at any loudness)."""
     batch_size, length = waveforms.shape
     device, dtype = waveforms.device, waveforms.dtype
-    start = params["start"].to(device=device, dtype=dtype)[:, None]
-    segment = params["length"].to(device=device, dtype=dtype)[:, None]
+    start = params["start"].to(device=device, dtype=dtype, non_blocking=True)[:, None]
+    segment = params["length"].to(device=device, dtype=dtype, non_blocking=True)[:, None]
     offset = torch.arange(length, device=device, dtype=dtype) - start  # exact below 2**24
     inside = (offset >= 0) & (offset < segment)
     constant = _parse_fill(params["fill"])
     if constant is not None:
         return waveforms.masked_fill(inside, constant)
-    noise = params["noise"].to(device=device, dtype=dtype)
+    noise = params["noise"].to(device=device, dtype=dtype, non_blocking=True)
     level = waveforms.square().mean(1, keepdim=True).sqrt() * 10 ** (params["noise_db"] / 20)
     index = offset.clamp_(0, noise.shape[1] - 1).long()
     return torch.where(inside, noise.gather(1, index) * level, waveforms)
@@ -215,7 +217,7 @@ def draw_time_shift(batch_size, length, sample_rate, generator, time_shift_max=R
 def apply_time_shift(waveforms, params, sample_rate):
     """Per-clip torch.roll(clip, shift): out[t] = clip[(t - shift) mod length]."""
     length = waveforms.shape[1]
-    shift = params["shift"].to(waveforms.device)[:, None]
+    shift = params["shift"].to(waveforms.device, non_blocking=True)[:, None]
     index = torch.arange(length, device=waveforms.device) - shift
     return waveforms.gather(1, index.remainder_(length))
 
@@ -348,7 +350,7 @@ def apply_time_stretch(waveforms, params, sample_rate):
     then crop or zero-pad at the end to the original length. Not a resample."""
     batch_size, length = waveforms.shape
     device, dtype = waveforms.device, waveforms.dtype
-    rate = params["rate"].to(device=device, dtype=dtype)
+    rate = params["rate"].to(device=device, dtype=dtype, non_blocking=True)
     window = torch.hann_window(STFT_SIZE, device=device, dtype=dtype)
     out = torch.empty_like(waveforms)
     chunk = _chunk_size(device, _spectrogram_values(length))
@@ -428,7 +430,7 @@ def apply_pitch_shift(waveforms, params, sample_rate):
     sorted by shift, so each chunk pads to similar lengths."""
     batch_size, length = waveforms.shape
     device, dtype = waveforms.device, waveforms.dtype
-    speed = (2.0 ** (params["semitones"] / 12)).to(device=device, dtype=dtype)
+    speed = (2.0 ** (params["semitones"] / 12)).to(device=device, dtype=dtype, non_blocking=True)
     window = torch.hann_window(STFT_SIZE, device=device, dtype=dtype)
     order = torch.argsort(params["semitones"])
     lowered = int((params["semitones"] < 0).sum())
@@ -436,7 +438,7 @@ def apply_pitch_shift(waveforms, params, sample_rate):
     out = torch.empty_like(waveforms)
     for rows in (order[:lowered], order[lowered:]):
         for first in range(0, len(rows), chunk):
-            chunk_rows = rows[first:first + chunk].to(device)
+            chunk_rows = rows[first:first + chunk].to(device, non_blocking=True)
             out[chunk_rows] = _shift_pitch(waveforms[chunk_rows], speed[chunk_rows], window)
     return out
 
@@ -485,15 +487,15 @@ def apply_noise(waveforms, params, sample_rate):
     clip gets no noise (and no NaN). The sum is not clipped."""
     length = waveforms.shape[1]
     device, dtype = waveforms.device, waveforms.dtype
-    spectrum = torch.view_as_complex(params["spectrum"].to(device=device, dtype=dtype))
+    spectrum = torch.view_as_complex(params["spectrum"].to(device=device, dtype=dtype, non_blocking=True))
     frequency = torch.arange(spectrum.shape[1], device=device, dtype=dtype).clamp_(min=1)
-    slope = params["slope"].to(device=device, dtype=dtype)[:, None]
+    slope = params["slope"].to(device=device, dtype=dtype, non_blocking=True)[:, None]
     amplitude = torch.exp(frequency.log() * (slope / 2))
     amplitude[:, 0] = 0
     noise = torch.fft.irfft(spectrum * amplitude, n=length)
     clip_power = waveforms.square().mean(1, keepdim=True)
     noise_power = noise.square().mean(1, keepdim=True).clamp_(min=torch.finfo(dtype).tiny)
-    snr = params["snr_db"].to(device=device, dtype=dtype)[:, None]
+    snr = params["snr_db"].to(device=device, dtype=dtype, non_blocking=True)[:, None]
     scale = torch.sqrt(clip_power / noise_power * 10 ** (-snr / 10))
     return waveforms + noise * scale
 
@@ -589,7 +591,7 @@ def apply(waveforms: torch.Tensor, drawn: list[tuple[str, dict]], sample_rate: i
             out = AUGMENTATIONS[name].apply(out, params, sample_rate)
         else:
             rows = applied.nonzero().squeeze(1)
-            rows_here = rows.to(out.device)
+            rows_here = rows.to(out.device, non_blocking=True)
             changed = AUGMENTATIONS[name].apply(out.index_select(0, rows_here),
                                                 _select_clips(params, rows), sample_rate)
             out = out.index_copy(0, rows_here, changed)

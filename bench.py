@@ -53,6 +53,7 @@ seconds = 3.0                 # time spent measuring each line (after warm-up)
 augment_batch = 256           # batch size for the per-augmentation lines
 baselines = True              # also time torchaudio's per-clip pitch shift and time stretch
 compare_encoders = True       # also time the whole CLAR step with resnet1d against resnet2d
+other_regimes = True          # also time the supervised and self-supervised steps (each compiles its own model with --compile)
 cache_clips = 4096            # size of the synthetic waveform cache
 pool_clips = 0                # also train CLAR steps from an unlabelled pool of this many synthetic windows (its memory: the `memory` line)
 
@@ -207,6 +208,7 @@ def main(argv):
 
     regimes = {'clar': (train, 'all'), 'supervised': (supervised, 'labelled'),
                'selfsupervised': (selfsupervised, 'all')}
+    timed_regimes = list(regimes) if opts['other_regimes'] else ['clar']
     batch = data.batch(np.arange(opts['batch_size']), run_device)
     labelled = torch.ones(opts['batch_size'], dtype=torch.bool, device=run_device)
 
@@ -223,7 +225,7 @@ def main(argv):
         return lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled)
 
     steps = {}
-    for regime in regimes:
+    for regime in timed_regimes:
         trainer = make_trainer(regime)
         if regime == 'clar':
             report('augment/configured', timed(lambda: trainer.make_views(batch[0]),

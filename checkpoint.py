@@ -3,7 +3,8 @@ restores it for --resume, and loads a trained model or encoder from a file.
 
 A checkpoint is a dict: the state of the model, optimiser, schedule and gradient scaler;
 the progress (Progress: epoch, batch, step, running sums, timing, best validation accuracy);
-every random number generator's state; and the run's config, regime, classes and clip length.
+every random number generator's state, for each process of a torchrun run; the number of
+processes; and the run's config, regime, classes and clip length.
 
 Everything in it is a tensor or a plain Python value, so it is read with
 torch.load(weights_only=True): a file from elsewhere cannot run code when it is loaded.
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import distributed
 from config import UserError
 from rundir import checkpoint_path, init_from_file
 
@@ -112,19 +114,37 @@ def _reason(error):
     return f'{type(error).__name__}: {first[:200]}'
 
 
-def training_state(trainer, progress):
+def training_state(trainer, progress, rng):
     """Everything --resume needs to continue exactly, and what evaluation needs to rebuild
-    the model."""
+    the model. `rng`: every process's random states, in rank order (every_rank_rng_states)."""
     return {'model': trainer.model.state_dict(), 'optimizer': trainer.optimizer.state_dict(),
             'scheduler': trainer.scheduler.state_dict(), 'scaler': trainer.scaler.state_dict(),
             **{f.name: getattr(progress, f.name) for f in fields(progress)},
-            'rng': rng_states(trainer.augment_generator),
+            'rng': rng, 'world_size': trainer.world_size,
             'config': trainer.cfg, 'regime': trainer.regime, 'classes': trainer.data.classes,
             'clip_samples': trainer.data.clip_samples}
 
 
+def every_rank_rng_states(trainer):
+    """The random states of every process, in rank order (each draws its own augmentations).
+    A collective: every process calls it at the same point."""
+    return distributed.all_gather_objects(rng_states(trainer.augment_generator, trainer.device))
+
+
+def check_world_size(path, world_size):
+    """Refuse to resume the checkpoint in `path` with another number of processes: the
+    steps per epoch, the position in the epoch and the learning-rate schedule depend on it.
+    Reads the checkpoint without loading its tensors (memory-mapped)."""
+    saved = torch.load(path, map_location='cpu', weights_only=False, mmap=True).get('world_size')
+    if saved is not None and saved != world_size:   # None: written before it was recorded
+        raise UserError(f'--resume: this run was trained with {saved} '
+                        f'process{"es" if saved > 1 else ""}; resume it with {saved} '
+                        f'(got {world_size})')
+
+
 def restore(path, trainer, progress):
-    """Put a training_state back into `trainer` and `progress`."""
+    """Put a training_state back into `trainer` and `progress`; each process takes its own
+    random states."""
     state = load(path, trainer.device)
     trainer.model.load_state_dict(state['model'])
     trainer.optimizer.load_state_dict(state['optimizer'])
@@ -135,24 +155,31 @@ def restore(path, trainer, progress):
     progress.sums = {k: v.to(trainer.device) for k, v in progress.sums.items()}
     progress.counted, progress.skipped = (torch.as_tensor(v).to(trainer.device)
                                           for v in (progress.counted, progress.skipped))
-    set_rng_states(state['rng'], trainer.augment_generator)
+    saved = state['rng']        # one dict for all processes in checkpoints before the list
+    own = saved if isinstance(saved, dict) else saved[trainer.rank]
+    set_rng_states(own, trainer.augment_generator, trainer.device)
 
 
-def rng_states(augment_generator):
+def rng_states(augment_generator, device):
+    """This process's random states; on CUDA, those of its own device only."""
     states = {'python': random.getstate(), 'numpy': numpy_state(),
               'torch': torch.get_rng_state(), 'augment': augment_generator.get_state()}
-    if torch.cuda.is_available():
-        states['cuda'] = torch.cuda.get_rng_state_all()
+    if device.type == 'cuda':
+        states['cuda'] = torch.cuda.get_rng_state(device)
     return states
 
 
-def set_rng_states(states, augment_generator):
+def set_rng_states(states, augment_generator, device):
     random.setstate(states['python'])
     np.random.set_state(numpy_state_from(states['numpy']))
     torch.set_rng_state(states['torch'])
     augment_generator.set_state(states['augment'])
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
+    cuda = states.get('cuda') if device.type == 'cuda' else None
+    if isinstance(cuda, (list, tuple)):     # older checkpoints: every visible device's state
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None:
+        torch.cuda.set_rng_state(cuda, device)
 
 
 def numpy_state():

@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 import torchaudio
-from tqdm import tqdm
 
 import audio
 from audio import AUDIO_EXTENSIONS, audio_files
@@ -194,6 +192,7 @@ def list_speechcommands12(data_root, download=False):
         raise UserError(f'no {root}/_background_noise_/*.wav: the 12-class Speech Commands set '
                         f'cuts its {SILENCE} clips from those recordings')
     paths, splits = list(words.paths), list(words.splits)
+    import soundfile
     for noise in noise_files:
         try:
             info = soundfile.info(str(noise))
@@ -450,6 +449,7 @@ def fetch(url, destination, what, size='', keep=None):
     extract it there. `keep` maps paths inside the archive to names under `destination`
     (default: every top-level entry keeps its name). Entries appear only once extracted
     completely; an interrupted download leaves nothing behind."""
+    from tqdm import tqdm
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
     print(f'downloading {what}{f" ({size})" if size else ""} from {url} into {destination} ...')

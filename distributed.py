@@ -45,7 +45,37 @@ def gather_with_grad(tensor):
     if not active():
         return tensor
     import torch.distributed.nn.functional as distributed_functional
-    return torch.cat(distributed_functional.all_gather(tensor.contiguous()))
+    # the group named: the function's default is whichever group existed when it was imported
+    return torch.cat(distributed_functional.all_gather(tensor.contiguous(), group=dist.group.WORLD))
+
+
+def all_gather_objects(value):
+    """Every process's `value` (any picklable object), in rank order; [value] when alone."""
+    if not active():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def any_process(flag, device):
+    """Whether `flag` is true on any process, on every process (a collective: all of them
+    must call it at the same point; the host waits for the answer)."""
+    if not active():
+        return bool(flag)
+    value = torch.tensor(float(bool(flag)), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def all_finite(finite):
+    """A boolean device tensor, true only where it is true on every process, so that all
+    processes skip the same steps. The host does not wait for the device."""
+    if not active():
+        return finite
+    value = finite.float()
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return value.bool()
 
 
 def broadcast_object(value):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import checkpoint
 import config as config_module
@@ -69,6 +68,8 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     cfg = options.resumed_config(cfg, given) if cfg.get('resume') else dict(cfg)
     options.check(cfg, regime, given, resumed=bool(cfg.get('resume')))
     rank_device, rank, world_size = distributed.init(cfg['device'])
+    if cfg.get('resume'):
+        checkpoint.check_world_size(Path(cfg['resume']) / 'checkpoint_last.pt', world_size)
     device = rank_device or options.resolve_device(cfg['device'])
     main_process = distributed.is_main()
     if not cfg.get('resume') and main_process:
@@ -141,6 +142,7 @@ def train(trainer, progress, logger, run_dir, stop):
     backward and update. Every log_every steps the loss and learning rate are logged; at the
     end of each epoch (or every eval_every_steps) the model is validated and checkpointed.
     A signal or --stop_after_* checkpoints where the run is and raises Stopped."""
+    from tqdm import tqdm           # here: the GPU check imports this module without tqdm
     cfg = trainer.cfg
     nonfinite_in_row = 0            # a device tensor; read only where the host looks anyway
     while progress.step < trainer.total_steps:
@@ -169,12 +171,13 @@ def train(trainer, progress, logger, run_dir, stop):
                 validate(trainer, progress, logger, run_dir)
             if progress.step == trainer.total_steps:
                 break
-            reason = stop_reason(progress, cfg, stop, epoch_ended)
+            reason = stop_reason(progress, cfg, stop, trainer.device, epoch_ended,
+                                 agree_on_signals=epoch_ended or progress.step % cfg['log_every'] == 0)
             if reason:
                 save(trainer, progress, run_dir / 'checkpoint_last.pt')
                 where = (f'after epoch {progress.epoch}' if epoch_ended else
                          f'in epoch {progress.epoch + 1} after batch {progress.batch}')
-                raise Stopped(f'stopped by {reason} {where}', requested=reason != stop.received)
+                raise Stopped(f'stopped by {reason} {where}', requested=reason in REQUESTED)
             last = time.time()
         bar.close()
 
@@ -186,14 +189,24 @@ def validation_due(trainer, progress, epoch_ended):
             or (progress.step % every == 0 if every else epoch_ended))
 
 
-def stop_reason(progress, cfg, stop, epoch_ended):
+REQUESTED = ('stop_after_epochs', 'stop_after_steps')   # stops asked for by options, not signals
+
+
+def stop_reason(progress, cfg, stop, device, epoch_ended, agree_on_signals=True):
     """Why the run should stop now, or None: --stop_after_epochs (at an epoch's end),
-    --stop_after_steps, or the name of a signal received."""
+    --stop_after_steps, or the name of a signal received. Under torchrun a signal reaches
+    the processes at different steps, and a process that stops alone leaves the others
+    waiting for it: they look together, at logged steps and epoch ends
+    (`agree_on_signals`), and all stop when any of them received one."""
     if epoch_ended and progress.epoch == cfg['stop_after_epochs']:
         return 'stop_after_epochs'
     if progress.step == cfg['stop_after_steps']:
         return 'stop_after_steps'
-    return stop.received
+    if not distributed.active():
+        return stop.received
+    if agree_on_signals and distributed.any_process(stop.received, device):
+        return stop.received or 'a signal to another process'
+    return None
 
 
 def stop_if_not_finite(in_row, progress, cfg, run_dir):
@@ -215,7 +228,10 @@ def log_step(trainer, progress, logs, logger, bar):
 
 
 def validate(trainer, progress, logger, run_dir):
-    """Validate (on the main process), log a line of metrics.jsonl, and checkpoint."""
+    """Re-estimate the BatchNorm statistics (every process, on the same clips: under
+    --sync_batchnorm each forward in train mode is a collective, so all must take part, and
+    all end with the same statistics); validate and log a line of metrics.jsonl on the main
+    process; checkpoint."""
     cfg, every = trainer.cfg, trainer.cfg['eval_every_steps']
     record = {'epoch': (round(progress.step / trainer.steps_per_epoch, 3) if every
                         else progress.epoch),
@@ -223,10 +239,11 @@ def validate(trainer, progress, logger, run_dir):
               'learning_rate': trainer.learning_rate(), 'seconds': progress.epoch_seconds,
               'skipped_steps': int(progress.skipped)}
     progress.new_record()
+    evaluation.recalibrate_batchnorm(trainer.model, trainer.data, trainer.step_indices,
+                                     trainer.device, trainer.amp_dtype,
+                                     cfg['batchnorm_batches'], cfg['batch_size'])
+    paths = []
     if distributed.is_main():
-        evaluation.recalibrate_batchnorm(trainer.model, trainer.data, trainer.step_indices,
-                                         trainer.device, trainer.amp_dtype,
-                                         cfg['batchnorm_batches'], cfg['batch_size'])
         record.update(evaluation.validate(trainer.model, trainer.data, trainer.labelled_indices,
                                           trainer.device, trainer.amp_dtype, cfg['diagnostics']))
         improved = record['val_accuracy'] > progress.best_val_accuracy
@@ -238,10 +255,11 @@ def validate(trainer, progress, logger, run_dir):
               f'{"  (best)" if improved else ""}{probes}  {record["seconds"]:.1f}s')
         logger.epoch(progress.step, record)
         if improved:
-            save(trainer, progress, run_dir / 'checkpoint_best.pt')
+            paths.append(run_dir / 'checkpoint_best.pt')
         validations = progress.step // every if every else progress.epoch
         if validations % cfg['checkpoint_every'] == 0 or progress.step == trainer.total_steps:
-            save(trainer, progress, run_dir / 'checkpoint_last.pt')
+            paths.append(run_dir / 'checkpoint_last.pt')
+    save(trainer, progress, *paths)
     distributed.barrier()
 
 
@@ -285,9 +303,14 @@ def finish(trainer, progress, logger, run_dir, started):
     return results
 
 
-def save(trainer, progress, path):
-    if distributed.is_main():
-        checkpoint.save(checkpoint.training_state(trainer, progress), path)
+def save(trainer, progress, *paths):
+    """Write the training state to each of `paths` on the main process. Every process calls
+    it (with or without paths): it gathers each process's random states."""
+    rng = checkpoint.every_rank_rng_states(trainer)
+    if distributed.is_main() and paths:
+        state = checkpoint.training_state(trainer, progress, rng)
+        for path in paths:
+            checkpoint.save(state, path)
 
 
 def say(message):

@@ -167,21 +167,30 @@ def nt_xent(z1, z2, temperature=0.5):
 
     z1[i] and z2[i] are two views of clip i. Each of the 2N vectors has the other view as
     its positive and the other 2N - 2 vectors as negatives; the loss is the mean over the
-    2N anchors. Cosine similarity; computed in float32.
+    2N anchors. Cosine similarity; computed in float32, also inside an autocast region.
     """
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    n = z1.shape[0]
-    similarity = z @ z.t() / temperature
-    similarity.fill_diagonal_(float('-inf'))   # an anchor is not its own negative
-    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
-    return F.cross_entropy(similarity, positives)
+    with without_autocast(z1):
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+        n = z1.shape[0]
+        similarity = z @ z.t() / temperature
+        similarity.fill_diagonal_(float('-inf'))   # an anchor is not its own negative
+        # made on the device: a copy from the host would make it wait for the forward pass
+        positives = torch.arange(2 * n, device=z.device).roll(n)
+        return F.cross_entropy(similarity, positives)
+
+
+def without_autocast(tensor):
+    """A region where autocast is off for `tensor`'s device: a loss computed in it stays in
+    float32 (autocast would run z @ z.t() in bfloat16 even on float32 inputs)."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 def masked_cross_entropy(logits, labels, labelled):
-    """Mean cross-entropy over the labelled rows; exactly zero when there are none."""
-    losses = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction='none')
-    weights = labelled.float()
-    return (losses * weights).sum() / weights.sum().clamp(min=1)
+    """Mean cross-entropy over the labelled rows, in float32; exactly zero when there are none."""
+    with without_autocast(logits):
+        losses = F.cross_entropy(logits.float(), labels.clamp(min=0), reduction='none')
+        weights = labelled.float()
+        return (losses * weights).sum() / weights.sum().clamp(min=1)
 
 
 def global_nt_xent(z1, z2, temperature=0.5):

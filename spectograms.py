@@ -1,7 +1,7 @@
 """CLAR's front end: a batch of waveforms to a (B, 3, 128, frames) time-frequency tensor.
 
-The three channels are the log magnitude of the STFT, its phase (radians, not unwrapped)
-and the log mel spectrogram, stacked. It runs on the device, batched, with no gradient.
+The three channels are the log magnitude of the STFT, its phase (radians, not unwrapped;
+0 below the power floor, 0 or pi where the STFT is real) and the log mel spectrogram, stacked. It runs on the device, batched, with no gradient.
 
 Two settings:
 - `paper` (default), as the paper's text: 16 ms window (254 samples at 16 kHz, which gives
@@ -31,6 +31,18 @@ POWER_FLOOR = 1e-10
 def frames(samples, hop=HOP):
     """Number of time frames for a clip of `samples` (centred frames)."""
     return 1 + samples // hop
+
+
+def phase_of(stft, power):
+    """The phase channel: the angle of each STFT value, 0 where the power is below the floor
+    (the magnitude channel shows the floor there, and the angle is rounding noise), and 0
+    or pi where the value is real up to rounding (|imag| <= 1e-4 |S|): the DC and Nyquist
+    bins, and the first frame, which reflect padding makes even about its centre. Their
+    rounding-sized imaginary part has either sign, so torch.angle gave pi or -pi at random,
+    and a CPU and a GPU disagreed by 2 pi there."""
+    is_real = stft.imag.square() <= 1e-8 * power
+    phase = torch.where(is_real, torch.where(stft.real < 0, math.pi, 0.0), torch.angle(stft))
+    return torch.where(power < POWER_FLOOR, 0.0, phase)
 
 
 class Spectrogram(nn.Module):
@@ -74,8 +86,9 @@ class Spectrogram(nn.Module):
                           return_complex=True)
         stft = (full.index_select(1, self.bin_index) if self.frontend == 'paper' else
                 self.at_frequencies(waveforms))
-        magnitude = 10 * torch.log10(stft.real.square() + stft.imag.square() + POWER_FLOOR)
-        phase = torch.angle(stft)
+        power = stft.real.square() + stft.imag.square()
+        magnitude = 10 * torch.log10(power + POWER_FLOOR)
+        phase = phase_of(stft, power)
         mel_stft = full if self.mel_fft == self.n_fft else torch.stft(
             waveforms, self.mel_fft, HOP, window=self.mel_window, center=True,
             return_complex=True)

@@ -12,6 +12,7 @@ import torch
 import augmentation
 import checkpoint
 import dataset
+import distributed
 import model as model_module
 import optim
 import options
@@ -33,8 +34,7 @@ class Trainer:
             self.step_indices = np.concatenate([train_indices, data.unlabelled])
         else:
             self.step_indices = self.labelled_indices
-        # the global batch, capped at the clips there are
-        self.global_batch = min(cfg['batch_size'] * world_size, len(self.step_indices))
+        self.global_batch = global_batch_size(cfg['batch_size'], len(self.step_indices), world_size)
         # labelled clips in every batch (all processes together); 0: batches at random
         self.labelled_per_batch = cfg['labelled_per_batch'] * world_size if train_on == 'all' else 0
 
@@ -83,6 +83,8 @@ class Trainer:
             line += (f'\nnote: batch_size {cfg["batch_size"] * self.world_size} is larger than '
                      f'the {len(self.step_indices)} clips this regime trains on; using '
                      f'{self.global_batch}')
+            if self.world_size > 1:
+                line += f' ({self.global_batch // self.world_size} per process)'
         return line
 
     def epoch_batches(self, epoch):
@@ -111,7 +113,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype != torch.float32):
             loss, parts = self.loss_fn(self.forward, views, labels, labelled, self.cfg)
-        finite = torch.isfinite(loss.detach())
+        finite = distributed.all_finite(torch.isfinite(loss.detach()))   # skipped everywhere or nowhere
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg['optimizer'] == 'lars':
@@ -128,6 +130,17 @@ class Trainer:
 
     def learning_rate(self):
         return self.scheduler.get_last_lr()[0]
+
+
+def global_batch_size(batch_size, clips, world_size):
+    """Clips per step over all processes: batch_size per process, capped at the clips there
+    are and then rounded down to a multiple of the process count, so that every process
+    gets a share of the same size (gathering the embeddings needs equal shapes)."""
+    if clips < world_size:
+        raise UserError(f'{clips} training clips cannot be shared by {world_size} processes; '
+                        f'use at most {clips} processes')
+    capped = min(batch_size * world_size, clips)
+    return capped - capped % world_size
 
 
 def learning_rate_factor(total_steps, warmup_steps, schedule='cosine'):

@@ -87,3 +87,21 @@ def test_lars_scales_each_weight_update_by_its_trust_ratio():
     assert torch.allclose(weight.grad, expected)
     for untouched in (model[0].bias, model[1].weight, model[1].bias):   # biases and BatchNorm
         assert torch.equal(untouched.grad, torch.ones_like(untouched))
+
+
+def test_losses_stay_float32_under_bfloat16_autocast():
+    """The training step runs the losses inside torch.autocast; there NT-Xent's similarity
+    matrix must not drop to bfloat16 (at temperature 0.1 that moves the loss in its 4th
+    significant digit). The embeddings are exactly representable in bfloat16, so any
+    difference comes from the arithmetic, not from rounding the inputs."""
+    generator = torch.Generator().manual_seed(0)
+    z1, z2 = (torch.randn(64, 128, generator=generator).bfloat16().float() for _ in range(2))
+    logits = torch.randn(64, 10, generator=generator).bfloat16().float()
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    labelled = torch.rand(64, generator=generator) < 0.5
+    expected = nt_xent(z1, z2, 0.1), masked_cross_entropy(logits, labels, labelled)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        got = nt_xent(z1, z2, 0.1), masked_cross_entropy(logits, labels, labelled)
+    for value, reference in zip(got, expected):
+        assert value.dtype == torch.float32
+        assert value.item() == pytest.approx(reference.item(), rel=1e-6)
