@@ -51,14 +51,14 @@ def test_rng_states_round_trip_through_a_plain_weights_only_load(tmp_path):
     random.seed(1)
     np.random.seed(2)
     np.random.standard_normal()                     # leaves a cached gaussian in the state
-    checkpoint.save({'rng': checkpoint.rng_states(generator)}, tmp_path / 'new.pt')
+    checkpoint.save({'rng': checkpoint.rng_states(generator, torch.device('cpu'))}, tmp_path / 'new.pt')
     expected = (random.random(), np.random.standard_normal(), np.random.rand(3),
                 torch.rand(2, generator=generator))
     random.seed(9)
     np.random.seed(9)
     generator.manual_seed(9)
     saved = torch.load(tmp_path / 'new.pt', weights_only=True)   # no allow-list needed
-    checkpoint.set_rng_states(saved['rng'], generator)
+    checkpoint.set_rng_states(saved['rng'], generator, torch.device('cpu'))
     got = (random.random(), np.random.standard_normal(), np.random.rand(3),
            torch.rand(2, generator=generator))
     assert got[:2] == expected[:2] and np.array_equal(got[2], expected[2])
@@ -82,5 +82,5 @@ def test_an_older_checkpoint_of_this_project_still_loads_and_restores(tmp_path):
     loaded = checkpoint.load(tmp_path / 'old.pt')
     assert loaded['epoch'] == 3 and loaded['best_val_accuracy'] == 0.75
     assert torch.equal(loaded['model']['w'], torch.ones(2))
-    checkpoint.set_rng_states(loaded['rng'], generator)
+    checkpoint.set_rng_states(loaded['rng'], generator, torch.device('cpu'))
     assert random.random() == expected[0] and np.array_equal(np.random.rand(4), expected[1])
