@@ -10,6 +10,7 @@ times (and the rate and length), so it is rebuilt when they change, and datasets
 only in labels or splits share one. It is built once (atomically, streaming, by a few
 threads) and memory-mapped afterwards, so memory use does not grow with the dataset.
 """
+import contextlib
 import functools
 import hashlib
 import json
@@ -204,21 +205,41 @@ def decode_workers():
                           else os.cpu_count() or 1)))
 
 
+@contextlib.contextmanager
+def new_cache(folder, rows, clip_samples, what):
+    """Build a waveform cache atomically: yields a temporary folder beside `folder` and an
+    int16 memmap (rows, clip_samples) in it for the builder to fill (it adds its own
+    index.json). The folder takes the place of `folder` only when the block ends without
+    error, and is removed otherwise. Torch runs on one thread meanwhile: the builders decode
+    in parallel over files instead, much faster per clip."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    needed, free = rows * clip_samples * 2, shutil.disk_usage(folder.parent).free
+    if needed > free:
+        raise UserError(f'the waveform cache of {rows} {what} needs {needed / 2**30:.1f} GiB but '
+                        f'{folder.parent} has {free / 2**30:.1f} GiB free; point --cache_dir '
+                        f'elsewhere')
+    partial = Path(tempfile.mkdtemp(prefix=folder.name + '.partial-', dir=folder.parent))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
+                                          shape=(max(rows, 1), clip_samples))
+        yield partial, waves
+        waves.flush()
+        os.replace(partial, folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files=False,
                 workers=None):
     """Decode every clip into folder/waves.npy and folder/index.json, atomically: the
     folder appears only when complete. Clips are decoded by a few threads, written in order
     into the memory-mapped array (streaming: memory use does not grow with the dataset)."""
     from tqdm import tqdm
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    needed = len(paths) * clip_samples * 2
-    free = shutil.disk_usage(parent).free
-    if needed > free:
-        raise UserError(f'the waveform cache of {len(paths)} clips needs '
-                        f'{needed / 2**30:.1f} GiB but {parent} has {free / 2**30:.1f} GiB free; '
-                        f'point --cache_dir elsewhere')
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + '.partial-', dir=parent))
 
     def decode(i):
         try:
@@ -226,50 +247,35 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
         except ValueError as error:
             return None, str(error)
 
+    def where(i):
+        return paths[i] + (f' at {offsets[i]:g} s' if offsets[i] else '')
+
     workers = workers or decode_workers()
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # parallel over clips instead: much faster per clip
-    try:
-        waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
-                                          shape=(len(paths), clip_samples))
+    with new_cache(folder, len(paths), clip_samples, 'clips') as (partial, waves), \
+            ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=len(paths), desc=f'caching {folder.name}', unit='clip',
+                 mininterval=1.0) as progress:
         kept, skipped, scaled = [], [], []
         chunk = 16 * workers
-        with tqdm(total=len(paths), desc=f'caching {folder.name}', unit='clip',
-                  mininterval=1.0) as progress:
-            for first in range(0, len(paths), chunk):
-                numbers = range(first, min(first + chunk, len(paths)))
-                for i, (clip, error) in zip(numbers, pool.map(decode, numbers) if pool
-                                            else map(decode, numbers)):
-                    progress.update()
-                    if error is not None:
-                        where = paths[i] + (f' at {offsets[i]:g} s' if offsets[i] else '')
-                        if not skip_bad_files:
-                            raise UserError(f'{where}: {error}. Remove or fix the file, or run '
-                                            f'with --skip_bad_files=True to skip such files.')
-                        skipped.append(f'{where}: {error}')
-                        continue
-                    clip, over = scale_to_fit(clip)
-                    if over:
-                        scaled.append(paths[i] + (f' at {offsets[i]:g} s' if offsets[i] else ''))
-                    waves[len(kept)] = to_int16(clip)
-                    kept.append(i)
-        waves.flush()
-        del waves
-        index = {
+        for first in range(0, len(paths), chunk):
+            numbers = range(first, min(first + chunk, len(paths)))
+            for i, (clip, error) in zip(numbers, pool.map(decode, numbers)):
+                progress.update()
+                if error is not None:
+                    if not skip_bad_files:
+                        raise UserError(f'{where(i)}: {error}. Remove or fix the file, or run '
+                                        f'with --skip_bad_files=True to skip such files.')
+                    skipped.append(f'{where(i)}: {error}')
+                    continue
+                clip, over = scale_to_fit(clip)
+                if over:
+                    scaled.append(where(i))
+                waves[len(kept)] = to_int16(clip)
+                kept.append(i)
+        (partial / 'index.json').write_text(json.dumps({
             'kept': kept, 'paths': [paths[i] for i in kept],
             'offsets': [offsets[i] for i in kept], 'count': len(kept), 'skipped': skipped,
-            'scaled': scaled, 'sample_rate': sample_rate, 'clip_samples': clip_samples,
-        }
-        (partial / 'index.json').write_text(json.dumps(index))
-        os.replace(partial, folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        torch.set_num_threads(torch_threads)
-        if pool:
-            pool.shutdown(cancel_futures=True)
+            'scaled': scaled, 'sample_rate': sample_rate, 'clip_samples': clip_samples}))
 
 
 def build_once(folder, build):

@@ -111,23 +111,28 @@ def embed(checkpoint, waveforms, sample_rate, device='cpu', batch_size=64, clip_
     return embed_waves(model, waves, device, batch_size)
 
 
+def read_windows(path, sample_rate, clip_samples, hop_samples, skipped=None):
+    """audio.file_windows of `path`; when it cannot be read, a UserError, or with a list
+    `skipped` None and 'path: reason' appended there."""
+    try:
+        return audio.file_windows(path, sample_rate, clip_samples, hop_samples)
+    except ValueError as error:
+        if skipped is None:
+            raise UserError(f'{path}: {error}; fix or remove the file, or use '
+                            f'--skip_bad_files=True') from None
+        skipped.append(f'{path}: {error}')
+        return None
+
+
 def _read(paths, sample_rate, clip_samples, skipped=None):
-    """Prepared clips of the files; unreadable ones raise UserError, or are appended to
-    `skipped` (a list) as 'path: reason' when it is given."""
+    """The clip training reads from each file (its first window), and the files read."""
     clips, kept = [], []
     for path in paths:
-        try:
-            clip = audio.read_clip(str(path), sample_rate, clip_samples)
-        except ValueError as error:
-            if skipped is None:
-                raise UserError(f'{path}: {error}; fix or remove the file, or use '
-                                f'--skip_bad_files=True') from None
-            skipped.append(f'{path}: {error}')
-            continue
-        clips.append(torch.from_numpy(clip))
-        kept.append(path)
-    waves = audio.quantize(torch.stack(clips)) if clips else torch.zeros(0, clip_samples)
-    return waves, kept
+        read = read_windows(path, sample_rate, clip_samples, clip_samples, skipped)
+        if read is not None:
+            clips.append(read[0][0])
+            kept.append(path)
+    return (torch.stack(clips) if clips else torch.zeros(0, clip_samples)), kept
 
 
 def embed_files(model, paths, sample_rate, clip_samples, device='cpu', batch_size=64,
@@ -200,16 +205,10 @@ def embed_recordings(model, paths, sample_rate, clip_samples, hop_samples, pool=
 
     def sources():
         for number, path in enumerate(paths):
-            try:
-                windows, starts = audio.file_windows(path, sample_rate, clip_samples, hop_samples)
-            except ValueError as error:
-                if skipped is None:
-                    raise UserError(f'{path}: {error}; fix or remove the file, or use '
-                                    f'--skip_bad_files=True') from None
-                skipped.append(f'{path}: {error}')
-                continue
-            starts_of[number] = starts
-            yield number, windows
+            read = read_windows(path, sample_rate, clip_samples, hop_samples, skipped)
+            if read is not None:
+                windows, starts_of[number] = read
+                yield number, windows
 
     rows, row_paths, row_starts = [], [], []
     with torch.no_grad():

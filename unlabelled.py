@@ -13,15 +13,11 @@ re-decodes that root only), the same int16 cache the datasets use.
 """
 import json
 import math
-import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile
-import torch
 
 import audio
 from config import UserError
@@ -103,12 +99,6 @@ def build(folder, files, sample_rate, clip_samples, hop, silence_db, skip_bad_fi
         except Exception:           # unreadable: the decode below names it
             samples = 0
         room += 1 + max(0, math.ceil((samples - clip_samples) / hop) + 1)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    if room * clip_samples * 2 > shutil.disk_usage(folder.parent).free:
-        raise UserError(f'the cache of {room} unlabelled windows needs '
-                        f'{room * clip_samples * 2 / 2**30:.1f} GiB; {folder.parent} has less '
-                        f'free: point --cache_dir elsewhere')
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + '.partial-', dir=folder.parent))
 
     def decode(path):
         try:
@@ -117,49 +107,37 @@ def build(folder, files, sample_rate, clip_samples, hop, silence_db, skip_bad_fi
             return None, str(error)
 
     workers = audio.decode_workers()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        waves = np.lib.format.open_memmap(partial / 'waves.npy', mode='w+', dtype=np.int16,
-                                          shape=(max(room, 1), clip_samples))
+    with audio.new_cache(folder, room, clip_samples, 'unlabelled windows') as (partial, waves), \
+            ThreadPoolExecutor(workers) as pool:
         starts, file_numbers, per_file, skipped, silent, count = [], [], [], [], 0, 0
-        with ThreadPoolExecutor(workers) as pool:
-            # a few files at a time: the decoded windows waiting to be written stay bounded
-            results = (result for first in range(0, len(files), workers)
-                       for result in pool.map(decode, files[first:first + workers]))
-            for number, (spans, error) in enumerate(results):
-                if error is not None:
-                    if not skip_bad_files:
-                        raise UserError(f'{files[number]}: {error}. Remove or fix the file, or '
-                                        f'run with --skip_bad_files=True to skip such files.')
-                    skipped.append(f'{files[number]}: {error}')
-                    per_file.append(0)
-                    continue
-                kept_here = 0
-                for rows, row_starts in spans:
-                    keep = ~quiet(rows, silence_db)
-                    silent += int((~keep).sum())
-                    rows, row_starts = rows[keep], row_starts[keep]
-                    waves[count:count + len(rows)] = rows
-                    count += len(rows)
-                    kept_here += len(rows)
-                    starts.append(row_starts)
-                    file_numbers.append(np.full(len(rows), number, dtype=np.int32))
-                per_file.append(kept_here)
-        waves.flush()
-        del waves
+        # a few files at a time: the decoded windows waiting to be written stay bounded
+        results = (result for first in range(0, len(files), workers)
+                   for result in pool.map(decode, files[first:first + workers]))
+        for number, (spans, error) in enumerate(results):
+            if error is not None:
+                if not skip_bad_files:
+                    raise UserError(f'{files[number]}: {error}. Remove or fix the file, or '
+                                    f'run with --skip_bad_files=True to skip such files.')
+                skipped.append(f'{files[number]}: {error}')
+                per_file.append(0)
+                continue
+            kept_here = 0
+            for rows, row_starts in spans:
+                keep = ~quiet(rows, silence_db)
+                silent += int((~keep).sum())
+                rows, row_starts = rows[keep], row_starts[keep]
+                waves[count:count + len(rows)] = rows
+                count += len(rows)
+                kept_here += len(rows)
+                starts.append(row_starts)
+                file_numbers.append(np.full(len(rows), number, dtype=np.int32))
+            per_file.append(kept_here)
         np.save(partial / 'starts.npy', np.concatenate(starts or [np.zeros(0, np.int64)]))
         np.save(partial / 'file.npy', np.concatenate(file_numbers or [np.zeros(0, np.int32)]))
         (partial / 'index.json').write_text(json.dumps({
             'files': files, 'windows_per_file': per_file, 'count': count, 'skipped': skipped,
             'silent': silent, 'sample_rate': sample_rate, 'clip_samples': clip_samples,
             'hop': hop, 'silence_db': silence_db}))
-        os.replace(partial, folder)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    finally:
-        torch.set_num_threads(threads)
 
 
 def attach(data, pools):
