@@ -70,6 +70,14 @@ def write_class_folders(root, classes=('low', 'mid', 'high'), per_class=10, seed
     return root
 
 
+@pytest.fixture(scope='module')
+def tiny_root(tmp_path_factory):
+    """A folder for tiny_run: the Speech Commands fixture in sc/ (6 speakers, 2 takes)."""
+    root = tmp_path_factory.mktemp('tiny')
+    write_speechcommands(root / 'sc', speakers=6, takes=2)
+    return root
+
+
 def tiny_run(fixture_root, name, script_name='train', **overrides):
     """The resolved configuration of a tiny CLAR (or other) run on the Speech Commands
     fixture in fixture_root/sc: width 0.125, batch 8, 4 epochs, half the labels; runs in

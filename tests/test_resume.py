@@ -13,14 +13,12 @@ import checkpoint
 import engine
 import train
 from config import UserError
-from tests.conftest import ROOT, tiny_run, write_speechcommands
+from tests.conftest import ROOT, tiny_run
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('resume')
-    write_speechcommands(root / 'sc', speakers=6, takes=2)
-    return root
+def data_root(tiny_root):
+    return tiny_root
 
 
 def options(data_root, name, **overrides):

@@ -10,7 +10,7 @@ import pytest
 import engine
 import train
 from config import UserError
-from tests.conftest import tiny_run, write_speechcommands
+from tests.conftest import tiny_run
 
 pytest.importorskip('wandb')
 
@@ -53,10 +53,8 @@ def history(records):
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('wandb')
-    write_speechcommands(root / 'sc', speakers=6, takes=2)
-    return root
+def data_root(tiny_root):
+    return tiny_root
 
 
 def options(data_root, name, **overrides):
