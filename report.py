@@ -13,7 +13,9 @@ metrics.jsonl beside it, and writes:
     a panel per dataset;
   - <out>/convergence.png: validation accuracy per epoch (metrics.jsonl), CLAR against
     self-supervised;
-  - <out>/augmentation_ablation.png: linear-probe test accuracy per augmentation set.
+  - <out>/augmentation_ablation.png: linear-probe test accuracy per augmentation set;
+  - with --curves=path.png: every run's validation accuracy per epoch, its head's and the
+    linear probes' on h and p (metrics.jsonl's diagnostics).
 A figure without the runs it needs is skipped with a note.
 """
 import json
@@ -26,7 +28,7 @@ import numpy as np
 import config as config_module
 from config import UserError
 
-DEFAULTS = {'out': 'img', 'table': ''}
+DEFAULTS = {'out': 'img', 'table': '', 'curves': ''}
 REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
 # what runs made before these options existed used (their config.json lacks them)
 EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask'}
@@ -323,6 +325,45 @@ def plot_convergence(records, path):
     _save(plt, figure, path)
 
 
+def curve_lines(records):
+    """The lines of plot_curves: (run number, label, epochs, accuracies in %, line style)
+    for every run with metrics.jsonl: its head (solid) and, where metrics.jsonl has the
+    diagnostics, the linear probes on h (dashed) and on p (dotted)."""
+    lines = []
+    runs = sorted((r for r in records if r['metrics']), key=lambda r: (r['regime'], -r['fraction']))
+    for number, record in enumerate(runs):
+        epochs = [m['epoch'] for m in record['metrics']]
+        variant = variant_text(record['variant'])
+        name = (f'{record["regime"]} {record["dataset"]}, {100 * record["fraction"]:g} % labels'
+                + (f' ({variant})' if variant else ''))
+        for key, what, style in (('val_accuracy', 'head', '-'),
+                                 ('probe_h_val_accuracy', 'linear probe on h', '--'),
+                                 ('probe_p_val_accuracy', 'linear probe on p', ':')):
+            if all(key in m for m in record['metrics']):
+                lines.append((number, f'{name}: {what}', epochs,
+                              [100 * m[key] for m in record['metrics']], style))
+    return lines
+
+
+def plot_curves(records, path):
+    """Every run's validation accuracy per epoch (curve_lines): where each curve stops
+    rising, and how far the head trails its own features."""
+    lines = curve_lines(records)
+    if not lines:
+        return 'curves skipped: no run has metrics.jsonl'
+    plt, figure, axes = _figure(1, width=7.5, height=4.5)
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for number, label, epochs, values, style in lines:
+        axes[0].plot(epochs, values, style, color=colours[number % len(colours)], label=label)
+    axes[0].set_xlabel('epoch')
+    axes[0].set_ylabel('validation accuracy (%)')
+    axes[0].grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc='lower right')
+    figure.suptitle('Validation accuracy per epoch: the head, and linear probes on the frozen '
+                    'h and p', fontsize=9)
+    _save(plt, figure, path)
+
+
 def plot_augmentation_ablation(records, path):
     """Linear-probe test accuracy (test accuracy where a run has no probe) per augmentation
     set, a panel per (regime, dataset, label fraction, other settings) with two or more sets."""
@@ -365,7 +406,7 @@ def plot_augmentation_ablation(records, path):
 
 def parse_command_line(argv):
     plain, options = config_module.parse_command(
-        argv, DEFAULTS, 1, 'python report.py <runs folder> [--out=img] [--table=path.md]', __doc__)
+        argv, DEFAULTS, 1, 'python report.py <runs folder> [--out=img] [--table=path.md] [--curves=path.png]', __doc__)
     return plain[0], options
 
 
@@ -388,6 +429,9 @@ def main(argv=None):
                        ('augmentation_ablation.png', plot_augmentation_ablation)):
         note = plot(records, out / name)
         print(f'note: {note}' if note else f'figure written to {out / name}')
+    if options['curves']:
+        note = plot_curves(records, Path(options['curves']))
+        print(f'note: {note}' if note else f'figure written to {options["curves"]}')
     return 0
 
 
