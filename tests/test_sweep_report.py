@@ -11,7 +11,7 @@ import pytest
 import report
 import sweep
 from config import UserError
-from tests.conftest import write_speechcommands
+from tests.conftest import ROOT, write_speechcommands
 
 
 # ---------------------------------------------------------------- the plan
@@ -315,3 +315,18 @@ def test_report_skips_figures_it_cannot_draw(tmp_path, capsys):
         assert not (tmp_path / 'img' / name).exists()
     with pytest.raises(UserError, match='no such folder'):
         report.collect(tmp_path / 'nowhere')
+
+
+def test_keep_results_copies_the_small_files_only(tmp_path):
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import keep_results
+    run = tmp_path / 'runs' / 'sweep' / 'clar-x-s0'
+    run.mkdir(parents=True)
+    for name in ('config.json', 'results.json', 'metrics.jsonl', 'checkpoint_best.pt', 'x.log'):
+        (run / name).write_text(name)
+    (tmp_path / 'runs' / 'sweep' / 'unfinished').mkdir()
+    (tmp_path / 'runs' / 'sweep' / 'unfinished' / 'config.json').write_text('{}')
+    assert keep_results.keep(tmp_path / 'runs', tmp_path / 'kept') == 1
+    kept = tmp_path / 'kept' / 'sweep' / 'clar-x-s0'
+    assert sorted(p.name for p in kept.iterdir()) == ['config.json', 'metrics.jsonl', 'results.json']
+    assert not (tmp_path / 'kept' / 'sweep' / 'unfinished').exists()
