@@ -15,7 +15,9 @@ metrics.jsonl beside it, and writes:
     self-supervised;
   - <out>/augmentation_ablation.png: linear-probe test accuracy per augmentation set;
   - with --curves=path.png: every run's validation accuracy per epoch, its head's and the
-    linear probes' on h and p (metrics.jsonl's diagnostics).
+    linear probes' on h and p (metrics.jsonl's diagnostics);
+  - with --paired='A*,B*' (several pairs separated by ;): the runs whose names match B
+    against those matching A, paired by seed, and the mean and spread of the differences.
 A figure without the runs it needs is skipped with a note.
 """
 import json
@@ -28,7 +30,7 @@ import numpy as np
 import config as config_module
 from config import UserError
 
-DEFAULTS = {'out': 'img', 'table': '', 'curves': ''}
+DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': ''}
 REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
 # what runs made before these options existed used (their config.json lacks them)
 EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask'}
@@ -364,6 +366,42 @@ def plot_curves(records, path):
     _save(plt, figure, path)
 
 
+def paired_differences(records, baseline, other):
+    """Runs whose names match the shell pattern `baseline` against those matching `other`,
+    paired by seed: a markdown table of each pair's test accuracy (head and probe) and the
+    difference, and the mean and sample standard deviation of the differences."""
+    import fnmatch
+
+    def by_seed(pattern):
+        found = {}
+        for record in records:
+            if fnmatch.fnmatch(record['run_dir'].name, pattern):
+                if record['seed'] in found:
+                    raise UserError(f'--paired: two runs match {pattern!r} with seed {record["seed"]}')
+                found[record['seed']] = record
+        return found
+    first, second = by_seed(baseline), by_seed(other)
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        raise UserError(f'--paired: no seed has a run matching {baseline!r} and one matching {other!r}')
+    lines = [f'| seed | {baseline}: test / probe | {other}: test / probe | difference: test / probe |',
+             '|---|---|---|---|']
+    differences = []
+    for seed in seeds:
+        a, b = first[seed], second[seed]
+        change = (b['test'] - a['test'], (b['probe'] or 0) - (a['probe'] or 0))
+        differences.append(change)
+        lines.append(f'| {seed} | {100 * a["test"]:.1f} / {100 * (a["probe"] or 0):.1f} | '
+                     f'{100 * b["test"]:.1f} / {100 * (b["probe"] or 0):.1f} | '
+                     f'{100 * change[0]:+.1f} / {100 * change[1]:+.1f} |')
+    summary = []
+    for k in (0, 1):
+        mean, std, _ = mean_std([100 * d[k] for d in differences])
+        summary.append(f'{mean:+.1f}' + (f' ± {std:.1f}' if std is not None else ''))
+    lines.append(f'| mean ± std ({len(seeds)} pairs) | | | {summary[0]} / {summary[1]} |')
+    return '\n'.join(lines)
+
+
 def plot_augmentation_ablation(records, path):
     """Linear-probe test accuracy (test accuracy where a run has no probe) per augmentation
     set, a panel per (regime, dataset, label fraction, other settings) with two or more sets."""
@@ -429,6 +467,10 @@ def main(argv=None):
                        ('augmentation_ablation.png', plot_augmentation_ablation)):
         note = plot(records, out / name)
         print(f'note: {note}' if note else f'figure written to {out / name}')
+    for pair in filter(None, options['paired'].split(';')):
+        baseline, _, other = pair.partition(',')
+        print(f'\npaired by seed: {other} against {baseline}\n')
+        print(paired_differences(records, baseline.strip(), other.strip()))
     if options['curves']:
         note = plot_curves(records, Path(options['curves']))
         print(f'note: {note}' if note else f'figure written to {options["curves"]}')

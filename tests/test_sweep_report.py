@@ -330,3 +330,17 @@ def test_keep_results_copies_the_small_files_only(tmp_path):
     kept = tmp_path / 'kept' / 'sweep' / 'clar-x-s0'
     assert sorted(p.name for p in kept.iterdir()) == ['config.json', 'metrics.jsonl', 'results.json']
     assert not (tmp_path / 'kept' / 'sweep' / 'unfinished').exists()
+
+
+def test_paired_differences_by_seed(tmp_path):
+    root = tmp_path / 'runs'
+    for seed, (a, b) in enumerate([(0.70, 0.74), (0.60, 0.70), (0.80, 0.80)]):
+        fabricate(root, 'clar', 'fsdd', 0.1, seed, a, a - 0.1)
+        fabricate(root, 'clar', 'folder', 1.0, seed, b, b)
+    fabricate(root, 'clar', 'folder', 1.0, 7, 0.5, 0.5)          # no partner: left out
+    table = report.paired_differences(report.collect(root), 'clar-fsdd-*', 'clar-folder-*')
+    rows = table.splitlines()
+    assert rows[2] == '| 0 | 70.0 / 60.0 | 74.0 / 74.0 | +4.0 / +14.0 |'
+    assert len(rows) == 6 and rows[-1].startswith('| mean ± std (3 pairs) | | | +4.7 ± 5.0 / ')
+    with pytest.raises(UserError, match='no seed has a run matching'):
+        report.paired_differences(report.collect(root), 'clar-esc*', 'clar-folder-*')
