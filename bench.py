@@ -257,7 +257,7 @@ def main(argv):
         for name, speed in encoders.items():
             report(f'clar_step/{name}', speed, views=2)
         report('encoder_1d_over_2d', encoders['resnet1d'],
-               ratio=round(encoders['resnet2d'] / encoders['resnet1d'], 2))
+               ratio=round(encoders['resnet2d'] / encoders['resnet1d'], 3))
     report('clar_step_over_model_step', steps['clar'],
            ratio=round(steps['clar'] / steps['model_step'], 3))
     if opts['baselines']:

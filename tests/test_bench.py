@@ -25,7 +25,7 @@ def test_bench_prints_every_line_as_json():
     assert all(lines[name]['clips_per_second'] > 0 for name in expected - {'memory'})
 
     def close(ratio, fast, slow):
-        """ratio == fast / slow, given that the speeds are printed rounded to 0.1 clips/s."""
+        """ratio == fast / slow, given speeds printed to 0.1 clips/s and ratios to 3 decimals."""
         return abs(ratio - fast / slow) <= ratio * (0.05 / fast + 0.05 / slow) + 0.001
     speeds = {name: lines[name]['clips_per_second'] for name in
               ('clar_step', 'model_step', 'clar_step/resnet1d', 'clar_step/resnet2d')}
