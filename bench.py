@@ -17,12 +17,14 @@ Lines (each has `name` and `clips_per_second`):
                           the whole CLAR step with each encoder, timed in turn; `ratio`:
                           how many times the raw-waveform encoder's step costs the 2D one's
   clar_step/pool          with --pool_clips=N: CLAR steps drawn from the data plus an
-                          unlabelled pool of N windows (1 % labels, --labelled_per_batch)
+                          unlabelled pool of N windows (1 % labels, --labelled_per_batch);
+                          `ratio`: its speed over the same steps without the pool
   memory                  peak anonymous memory (RssAnon) and, on CUDA, peak GPU memory;
                           compare runs with --pool_clips=0 and --pool_clips=100000
 """
 import itertools
 import json
+import os
 import sys
 import tempfile
 import time
@@ -126,19 +128,27 @@ def synthetic_data(clips, clip_samples, folder):
 
 def pool_steps(make_trainer, data, opts, folder):
     """Clips per second of CLAR steps drawn, as train.py draws them, from the dataset plus
-    an unlabelled pool of opts['pool_clips'] synthetic windows, with 1 % of the labels and
-    --labelled_per_batch: the sampler, the batch reads from both caches, the step."""
+    an unlabelled pool of opts['pool_clips'] synthetic windows (1 % of the labels,
+    --labelled_per_batch), and of the same steps from the dataset alone, timed in turn:
+    the sampler, the batch reads from both caches, the step."""
     import unlabelled
     pool = synthetic_waves(opts['pool_clips'], data.clip_samples, folder / 'pool.npy')
+    os.sync()       # the pool file's writeback would otherwise slow the first timed steps
+    plain = make_trainer('clar', label_fraction=0.01)
     unlabelled.attach(data, [(folder, pool, {})])
-    trainer = make_trainer('clar', label_fraction=0.01,
-                           labelled_per_batch=max(1, opts['batch_size'] // 8))
-    batches = itertools.cycle(trainer.epoch_batches(0))
+    with_pool = make_trainer('clar', label_fraction=0.01,
+                             labelled_per_batch=max(1, opts['batch_size'] // 8))
 
-    def step():
-        waves, labels, labelled = trainer.load_batch(next(batches))
-        trainer.optimise(trainer.make_views(waves), labels, labelled)
-    return timed(step, trainer.global_batch, trainer.device, opts['seconds'])
+    def step_of(trainer):
+        batches = itertools.cycle(trainer.epoch_batches(0))
+
+        def step():
+            waves, labels, labelled = trainer.load_batch(next(batches))
+            trainer.optimise(trainer.make_views(waves), labels, labelled)
+        return step
+    speeds = interleaved({'pool': step_of(with_pool), 'plain': step_of(plain)},
+                         plain.global_batch, plain.device, opts['seconds'])
+    return speeds['pool'], speeds['plain']
 
 
 def baseline_speeds(waves, device, seconds, clips=3):
@@ -265,8 +275,9 @@ def main(argv):
             batched = next(l['clips_per_second'] for l in lines if l['name'] == f'augment/{name}')
             report(f'baseline/{name}', speed, ratio=round(batched / speed, 1))
     if opts['pool_clips']:
-        report('clar_step/pool', pool_steps(make_trainer, data, opts, Path(scratch.name)),
-               pool_clips=opts['pool_clips'], views=2)
+        with_pool, plain = pool_steps(make_trainer, data, opts, Path(scratch.name))
+        report('clar_step/pool', with_pool, pool_clips=opts['pool_clips'], views=2,
+               ratio=round(with_pool / plain, 3))
     memory = memory_mib() or {}
     memory['pool_clips'] = opts['pool_clips']
     if run_device.type == 'cuda':
