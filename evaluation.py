@@ -185,8 +185,9 @@ def head_accuracy(model, data, indices, device, amp_dtype, augment=None):
 
 def fit_linear(features, labels, num_classes, weight_decay, steps=100):
     """Multinomial logistic regression on standardised features, full batch, L-BFGS."""
-    torch.manual_seed(0)
-    layer = torch.nn.Linear(features.shape[1], num_classes)
+    with torch.random.fork_rng(devices=[]):     # seeded, and the caller's random state untouched
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(features.shape[1], num_classes)
     optimizer = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=steps,
                                   line_search_fn='strong_wolfe')
 
@@ -211,14 +212,15 @@ def probe_network(kind, in_features, num_classes):
 def fit_mlp(features, labels, num_classes, weight_decay, epochs=100, batch_size=256):
     """The released code's probe, 512-512-classes with dropout 0.2, here trained with Adam
     on the precomputed features."""
-    torch.manual_seed(0)
-    probe = probe_network('mlp', features.shape[1], num_classes)
-    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-3, weight_decay=weight_decay)
-    for _ in range(epochs):
-        for batch in torch.randperm(len(features)).split(batch_size):
-            optimizer.zero_grad()
-            F.cross_entropy(probe(features[batch]), labels[batch]).backward()
-            optimizer.step()
+    with torch.random.fork_rng(devices=[]):     # seeded, and the caller's random state untouched
+        torch.manual_seed(0)
+        probe = probe_network('mlp', features.shape[1], num_classes)
+        optimizer = torch.optim.Adam(probe.parameters(), lr=1e-3, weight_decay=weight_decay)
+        for _ in range(epochs):
+            for batch in torch.randperm(len(features)).split(batch_size):
+                optimizer.zero_grad()
+                F.cross_entropy(probe(features[batch]), labels[batch]).backward()
+                optimizer.step()
     return probe.eval()
 
 

@@ -202,3 +202,18 @@ def test_map_colours_points_by_class_folder(trained, tmp_path):
     assert embed.main([str(run_dir), str(folder), str(tmp_path / 'v.npy'), '--device=cpu',
                        f'--map={tmp_path / "cli.png"}']) == 0
     assert (tmp_path / 'cli.png').stat().st_size > 5000
+
+
+def test_probe_fitting_is_seeded_and_leaves_the_callers_random_state_alone():
+    # the probes are fitted at every validation; they must not reseed the training's RNG
+    import evaluation
+    features = torch.randn(40, 8)
+    labels = torch.arange(40) % 4
+    for fit in (evaluation.fit_linear, evaluation.fit_mlp):
+        torch.manual_seed(123)
+        before = torch.get_rng_state()
+        first = fit(features, labels, 4, 1e-3)
+        assert torch.equal(torch.get_rng_state(), before)
+        second = fit(features, labels, 4, 1e-3)
+        assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                     second.state_dict().values()))
