@@ -353,14 +353,19 @@ def plot_curves(records, path):
     lines = curve_lines(records)
     if not lines:
         return 'curves skipped: no run has metrics.jsonl'
-    plt, figure, axes = _figure(1, width=7.5, height=4.5)
+    many = len(lines) > 6        # a long legend goes beside the axes, not over the curves
+    plt, figure, axes = _figure(1, width=11.5 if many else 7.5, height=4.5)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for number, label, epochs, values, style in lines:
         axes[0].plot(epochs, values, style, color=colours[number % len(colours)], label=label)
     axes[0].set_xlabel('epoch')
     axes[0].set_ylabel('validation accuracy (%)')
     axes[0].grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc='lower right')
+    if many:
+        axes[0].legend(fontsize=6.5, loc='upper left', bbox_to_anchor=(1.01, 1.0))
+        figure.subplots_adjust(right=0.6)
+    else:
+        axes[0].legend(fontsize=7, loc='lower right')
     figure.suptitle('Validation accuracy per epoch: the head, and linear probes on the frozen '
                     'h and p', fontsize=9)
     _save(plt, figure, path)
