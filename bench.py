@@ -133,7 +133,7 @@ def pool_steps(make_trainer, data, opts, folder):
     the sampler, the batch reads from both caches, the step."""
     import unlabelled
     pool = synthetic_waves(opts['pool_clips'], data.clip_samples, folder / 'pool.npy')
-    os.sync()       # the pool file's writeback would otherwise slow the first timed steps
+    os.sync()       # the 3.2 GB of a large pool written out before any step is timed
     plain = make_trainer('clar', label_fraction=0.01)
     unlabelled.attach(data, [(folder, pool, {})])
     with_pool = make_trainer('clar', label_fraction=0.01,

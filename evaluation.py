@@ -3,6 +3,7 @@
 Test clips are never augmented and never used to choose anything: the linear probe's
 weight decay is chosen on the validation split.
 """
+import contextlib
 import json
 from pathlib import Path
 
@@ -183,10 +184,18 @@ def head_accuracy(model, data, indices, device, amp_dtype, augment=None):
     return float((logits.argmax(1) == torch.from_numpy(data.labels[indices])).float().mean())
 
 
+@contextlib.contextmanager
+def seeded(seed):
+    """The global generator seeded for the block; the caller's random state (the training's,
+    when probes are fitted at a validation) is restored after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def fit_linear(features, labels, num_classes, weight_decay, steps=100):
     """Multinomial logistic regression on standardised features, full batch, L-BFGS."""
-    with torch.random.fork_rng(devices=[]):     # seeded, and the caller's random state untouched
-        torch.manual_seed(0)
+    with seeded(0):
         layer = torch.nn.Linear(features.shape[1], num_classes)
     optimizer = torch.optim.LBFGS(layer.parameters(), lr=1, max_iter=steps,
                                   line_search_fn='strong_wolfe')
@@ -212,8 +221,7 @@ def probe_network(kind, in_features, num_classes):
 def fit_mlp(features, labels, num_classes, weight_decay, epochs=100, batch_size=256):
     """The released code's probe, 512-512-classes with dropout 0.2, here trained with Adam
     on the precomputed features."""
-    with torch.random.fork_rng(devices=[]):     # seeded, and the caller's random state untouched
-        torch.manual_seed(0)
+    with seeded(0):
         probe = probe_network('mlp', features.shape[1], num_classes)
         optimizer = torch.optim.Adam(probe.parameters(), lr=1e-3, weight_decay=weight_decay)
         for _ in range(epochs):

@@ -363,7 +363,6 @@ def plot_curves(records, path):
     axes[0].grid(alpha=0.3)
     if many:
         axes[0].legend(fontsize=6.5, loc='upper left', bbox_to_anchor=(1.01, 1.0))
-        figure.subplots_adjust(right=0.6)
     else:
         axes[0].legend(fontsize=7, loc='lower right')
     figure.suptitle('Validation accuracy per epoch: the head, and linear probes on the frozen '
