@@ -35,8 +35,11 @@ class Trainer:
         else:
             self.step_indices = self.labelled_indices
         self.global_batch = global_batch_size(cfg['batch_size'], len(self.step_indices), world_size)
-        # labelled clips in every batch (all processes together); 0: batches at random
-        self.labelled_per_batch = cfg['labelled_per_batch'] * world_size if train_on == 'all' else 0
+        # labelled clips in every batch (all processes together); 0: batches at random, as
+        # when every clip is labelled (there is nothing to mix them with)
+        self.other_indices = np.setdiff1d(self.step_indices, self.labelled_indices)
+        self.labelled_per_batch = (cfg['labelled_per_batch'] * world_size
+                                   if train_on == 'all' and len(self.other_indices) else 0)
 
         self.model = model_module.build(cfg, len(data.classes), regime).to(device)
         if cfg.get('init_from'):
@@ -89,8 +92,7 @@ class Trainer:
 
     def epoch_batches(self, epoch):
         if self.labelled_per_batch:
-            others = np.setdiff1d(self.step_indices, self.labelled_indices)
-            return mixed_batches(self.labelled_indices, others, self.global_batch,
+            return mixed_batches(self.labelled_indices, self.other_indices, self.global_batch,
                                  self.labelled_per_batch, self.cfg['seed'], epoch)
         return epoch_batches(self.step_indices, self.global_batch, self.cfg['seed'], epoch)
 

@@ -122,6 +122,16 @@ def test_clar_trains_on_the_pool_and_reports_it(data, capsys):
     assert 0 <= results['head_train_augmented_accuracy'] <= 1
 
 
+def test_labelled_per_batch_changes_nothing_when_every_clip_is_labelled(data):
+    # with no unlabelled clips to mix in, the batches are the usual random ones over all clips
+    plain = engine.run(options(data, 'all-labelled', epochs=1, warmup_epochs=0),
+                       'clar', train.loss, 'all')
+    mixed = engine.run(options(data, 'all-labelled-k', epochs=1, warmup_epochs=0,
+                               labelled_per_batch=2), 'clar', train.loss, 'all')
+    assert mixed['steps'] == plain['steps'] > 1
+    assert mixed['test_accuracy'] == plain['test_accuracy']
+
+
 def test_supervised_ignores_the_pool_and_says_so(data, capsys):
     results = engine.run(options(data, 'supervised-pool', 'supervised', epochs=1, warmup_epochs=0,
                                  unlabelled_root=str(data / 'pool')),
