@@ -35,11 +35,15 @@ class Trainer:
         else:
             self.step_indices = self.labelled_indices
         self.global_batch = global_batch_size(cfg['batch_size'], len(self.step_indices), world_size)
-        # labelled clips in every batch (all processes together); 0: batches at random, as
-        # when every clip is labelled (there is nothing to mix them with)
+        # labelled clips in every batch (all processes together). Batches at random when it is
+        # 0, and when random batches hold at least as many on average (every clip labelled, or
+        # a large batch): the option is there to lift a few labels, never to lower their share
         self.other_indices = np.setdiff1d(self.step_indices, self.labelled_indices)
-        self.labelled_per_batch = (cfg['labelled_per_batch'] * world_size
-                                   if train_on == 'all' and len(self.other_indices) else 0)
+        asked = cfg['labelled_per_batch'] * world_size if train_on == 'all' else 0
+        self.labelled_per_batch_on_average = (self.global_batch * len(self.labelled_indices)
+                                              / len(self.step_indices))
+        self.labelled_per_batch = (asked if self.labelled_per_batch_on_average < asked
+                                   < self.global_batch else 0)
 
         self.model = model_module.build(cfg, len(data.classes), regime).to(device)
         if cfg.get('init_from'):
@@ -82,6 +86,15 @@ class Trainer:
                 f'{data.clip_samples} samples; {len(self.labelled_indices)} labelled '
                 f'({cfg["label_fraction"]:g}), per class: '
                 + ', '.join(f'{c} {n}' for c, n in zip(data.classes, per_class)))
+        if self.labelled_per_batch:
+            line += (f'\nbatches: {self.labelled_per_batch} labelled clips in each (random batches '
+                     f'would hold {self.labelled_per_batch_on_average:.1f} on average)')
+        elif cfg['labelled_per_batch'] and self.regime != 'supervised':
+            line += (f'\nbatches: at random, holding {self.labelled_per_batch_on_average:.1f} '
+                     f'labelled clips on average; --labelled_per_batch='
+                     f'{cfg["labelled_per_batch"]} is '
+                     + ('no more' if self.labelled_per_batch_on_average >= cfg['labelled_per_batch']
+                        else f'not below the batch of {self.global_batch}'))
         if self.global_batch < cfg['batch_size'] * self.world_size:
             line += (f'\nnote: batch_size {cfg["batch_size"] * self.world_size} is larger than '
                      f'the {len(self.step_indices)} clips this regime trains on; using '

@@ -108,10 +108,11 @@ def options(data, name, script='train', **overrides):
 
 def test_clar_trains_on_the_pool_and_reports_it(data, capsys):
     results = engine.run(options(data, 'pooled', unlabelled_root=str(data / 'pool'),
-                                 labelled_per_batch=2, eval_every_steps=2, label_fraction=0.5),
+                                 labelled_per_batch=4, eval_every_steps=2, label_fraction=0.5),
                          'clar', train.loss, 'all')
     out = capsys.readouterr().out
     assert re.search(r'unlabelled pool .*pool: 3 files, 7 windows', out)
+    assert 'batches: 4 labelled clips in each (random batches would hold 3.1 on average)' in out
     assert results['unlabelled_clips'] == 7 and results['training_clips'] == 24 + 7
     metrics = [json.loads(line) for line in
                (data / 'runs' / 'pooled' / 'metrics.jsonl').read_text().splitlines()]
@@ -122,14 +123,19 @@ def test_clar_trains_on_the_pool_and_reports_it(data, capsys):
     assert 0 <= results['head_train_augmented_accuracy'] <= 1
 
 
-def test_labelled_per_batch_changes_nothing_when_every_clip_is_labelled(data):
-    # with no unlabelled clips to mix in, the batches are the usual random ones over all clips
-    plain = engine.run(options(data, 'all-labelled', epochs=1, warmup_epochs=0),
+@pytest.mark.parametrize('fraction,average', [(1.0, '8.0'), (0.5, '4.0')])
+def test_labelled_per_batch_never_lowers_the_labelled_share(data, capsys, fraction, average):
+    # every clip labelled, or random batches holding more labelled clips on average than asked:
+    # the usual random batches over all clips
+    plain = engine.run(options(data, f'plain-{fraction}', epochs=1, warmup_epochs=0,
+                               label_fraction=fraction), 'clar', train.loss, 'all')
+    asked = engine.run(options(data, f'asked-{fraction}', epochs=1, warmup_epochs=0,
+                               label_fraction=fraction, labelled_per_batch=3),
                        'clar', train.loss, 'all')
-    mixed = engine.run(options(data, 'all-labelled-k', epochs=1, warmup_epochs=0,
-                               labelled_per_batch=2), 'clar', train.loss, 'all')
-    assert mixed['steps'] == plain['steps'] > 1
-    assert mixed['test_accuracy'] == plain['test_accuracy']
+    assert asked['steps'] == plain['steps'] > 1
+    assert asked['test_accuracy'] == plain['test_accuracy']
+    assert (f'batches: at random, holding {average} labelled clips on average; '
+            f'--labelled_per_batch=3 is no more') in capsys.readouterr().out
 
 
 def test_supervised_ignores_the_pool_and_says_so(data, capsys):
