@@ -25,7 +25,7 @@ test_fold = 5                 # esc50/esc10: fold (1-5) held out for test; the f
 unlabelled_root = ''          # folders of unlabelled recordings (comma-separated) whose clip-length windows join the training clips of train.py and selfsupervised.py
 unlabelled_hop = 0.0          # seconds between the windows cut from unlabelled recordings; 0 = the clip length
 skip_silent_windows = 0.0     # drop unlabelled windows quieter (RMS) than this many dB below full scale, e.g. -50; 0 = keep all
-labelled_per_batch = 0        # every batch holds this many labelled clips (cycled; no clip twice in a batch), the rest from the other clips; 0 = batches drawn at random (as where they would hold this many on average)
+labelled_per_batch = 0        # every batch holds this many labelled clips (cycled; no clip twice in a batch), the rest from the other clips; 0 = batches drawn at random, as they also are where they would hold this many on average
 # front end and model
 frontend = 'paper'            # paper: 16 ms window, 8 ms hop | released: 2048-point window, hop 128
 projection_dim = 128          # size of the contrastive embedding z

@@ -39,11 +39,13 @@ class Trainer:
         # 0, and when random batches hold at least as many on average (every clip labelled, or
         # a large batch): the option is there to lift a few labels, never to lower their share
         self.other_indices = np.setdiff1d(self.step_indices, self.labelled_indices)
-        asked = cfg['labelled_per_batch'] * world_size if train_on == 'all' else 0
+        self.labelled_per_batch_asked = (cfg['labelled_per_batch'] * world_size
+                                         if train_on == 'all' else 0)
         self.labelled_per_batch_on_average = (self.global_batch * len(self.labelled_indices)
                                               / len(self.step_indices))
-        self.labelled_per_batch = (asked if self.labelled_per_batch_on_average < asked
-                                   < self.global_batch else 0)
+        self.labelled_per_batch = (self.labelled_per_batch_asked
+                                   if self.labelled_per_batch_on_average
+                                   < self.labelled_per_batch_asked < self.global_batch else 0)
 
         self.model = model_module.build(cfg, len(data.classes), regime).to(device)
         if cfg.get('init_from'):
@@ -89,11 +91,11 @@ class Trainer:
         if self.labelled_per_batch:
             line += (f'\nbatches: {self.labelled_per_batch} labelled clips in each (random batches '
                      f'would hold {self.labelled_per_batch_on_average:.1f} on average)')
-        elif cfg['labelled_per_batch'] and self.regime != 'supervised':
-            line += (f'\nbatches: at random, holding {self.labelled_per_batch_on_average:.1f} '
-                     f'labelled clips on average; --labelled_per_batch='
-                     f'{cfg["labelled_per_batch"]} is '
-                     + ('no more' if self.labelled_per_batch_on_average >= cfg['labelled_per_batch']
+        elif self.labelled_per_batch_asked:
+            average, asked = self.labelled_per_batch_on_average, self.labelled_per_batch_asked
+            line += (f'\nbatches: at random, holding {average:.1f} labelled clips on average; '
+                     f'--labelled_per_batch={cfg["labelled_per_batch"]} is '
+                     + ('no more' if average >= asked
                         else f'not below the batch of {self.global_batch}'))
         if self.global_batch < cfg['batch_size'] * self.world_size:
             line += (f'\nnote: batch_size {cfg["batch_size"] * self.world_size} is larger than '
