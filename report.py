@@ -89,6 +89,9 @@ def collect(runs_dir):
             continue
         cfg = read_json(path.parent / 'config.json') or {}
         settings = {k: v for k, v in cfg.items() if k not in BOOKKEEPING and k not in REPLICATES}
+        if 'label_seed' in settings and settings['label_seed'] == cfg.get('seed'):
+            # label_seed drawn with the seed (a sweep's "label_seed": "seed"): a replicate too
+            settings['label_seed'] = 'seed'
         for name, value in EARLIER_RUNS.items():
             settings.setdefault(name, value)
         records.append({

@@ -344,3 +344,20 @@ def test_paired_differences_by_seed(tmp_path):
     assert len(rows) == 6 and rows[-1].startswith('| mean ± std (3 pairs) | | | +4.7 ± 5.0 / ')
     with pytest.raises(UserError, match='no seed has a run matching'):
         report.paired_differences(report.collect(root), 'clar-esc*', 'clar-folder-*')
+
+
+def test_label_seed_drawn_with_the_seed_is_a_replicate(tmp_path):
+    # a sweep's "label_seed": "seed" gives every seed its own labelled subset: still one
+    # experiment, one row of three runs; a fixed label_seed other than the seed stays apart
+    root = tmp_path / 'runs'
+    for seed in (0, 1, 2):
+        fabricate(root, 'clar', 'fsdd', 0.1, seed, 0.5 + 0.1 * seed, 0.5)
+        config = root / f'clar-fsdd-0.1-fade,time_mask-resnet2d-{seed}' / 'config.json'
+        config.write_text(json.dumps({**json.loads(config.read_text()), 'label_seed': seed}))
+    fabricate(root, 'clar', 'fsdd', 1.0, 0, 0.9, 0.9)
+    config = root / 'clar-fsdd-1.0-fade,time_mask-resnet2d-0' / 'config.json'
+    config.write_text(json.dumps({**json.loads(config.read_text()), 'label_seed': 5}))
+    records = report.collect(root)
+    assert {r['variant'] for r in records if r['fraction'] == 0.1} == {(('label_seed', 'seed'),)}
+    rows = [line for line in report.markdown_table(records).splitlines() if '| clar |' in line]
+    assert len(rows) == 2 and any('| 3 |' in row and '60.0 ± 10.0 / 50.0 ± 0.0' in row for row in rows)
