@@ -285,8 +285,9 @@ def _metrics(run_dir):
 
 
 def plot_convergence(records, path):
-    """Validation accuracy per epoch, CLAR against self-supervised: per dataset, the
-    settings both regimes share with the most runs; a line per regime and label fraction."""
+    """Validation accuracy per epoch (see `convergence_metric`), CLAR against self-supervised:
+    per dataset, the settings both regimes share with the most runs; a line per regime and
+    label fraction."""
     panels = {}
     for dataset in sorted({r['dataset'] for r in records}):
         mine = [r for r in records if r['dataset'] == dataset
@@ -300,6 +301,7 @@ def plot_convergence(records, path):
     if not panels:
         return ('convergence.png skipped: no dataset has both CLAR and self-supervised runs '
                 'with metrics.jsonl')
+    metric = convergence_metric([r for _, members in panels.values() for r in members])
     plt, figure, axes = _figure(len(panels))
     colours = {'clar': 'tab:red', 'selfsupervised': 'tab:blue'}
     styles = ['-', '--', ':', '-.']
@@ -313,7 +315,7 @@ def plot_convergence(records, path):
                 curves = {}
                 for record in group:
                     for epoch in record['metrics']:
-                        curves.setdefault(epoch['epoch'], []).append(epoch['val_accuracy'])
+                        curves.setdefault(epoch['epoch'], []).append(epoch[metric])
                 epochs = sorted(curves)
                 axis.plot(epochs, [100 * np.mean(curves[e]) for e in epochs],
                           styles[number % len(styles)], color=colours[regime],
@@ -325,9 +327,21 @@ def plot_convergence(records, path):
         axis.set_title(dataset + (f'\n{title}' if title else ''), fontsize=9)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.suptitle('Convergence: val_accuracy per epoch, mean over seeds\n'
-                    '(CLAR: its head; self-supervised: its online linear probe)', fontsize=9)
+    figure.suptitle(f'Convergence: {metric} per epoch, mean over seeds\n' + (
+        '(a linear probe fitted on the frozen 512-d h of each regime, the labelled clips)'
+        if metric == 'probe_h_val_accuracy' else
+        '(CLAR: its head; self-supervised: its online linear probe)'), fontsize=9)
     _save(plt, figure, path)
+
+
+def convergence_metric(records):
+    """What the convergence figure compares: the linear probe fitted on h each epoch where
+    every run has it (the same measure for both regimes), else val_accuracy (CLAR's head
+    against the self-supervised run's online probe, for runs made before the probes)."""
+    epochs = [epoch for record in records for epoch in record['metrics']]
+    if epochs and all(epoch.get('probe_h_val_accuracy') is not None for epoch in epochs):
+        return 'probe_h_val_accuracy'
+    return 'val_accuracy'
 
 
 def curve_lines(records):

@@ -361,3 +361,19 @@ def test_label_seed_drawn_with_the_seed_is_a_replicate(tmp_path):
     assert {r['variant'] for r in records if r['fraction'] == 0.1} == {(('label_seed', 'seed'),)}
     rows = [line for line in report.markdown_table(records).splitlines() if '| clar |' in line]
     assert len(rows) == 2 and any('| 3 |' in row and '60.0 ± 10.0 / 50.0 ± 0.0' in row for row in rows)
+
+
+def test_convergence_compares_the_fitted_probes_where_every_run_has_them(tmp_path):
+    root = tmp_path / 'runs'
+    fabricate(root, 'clar', 'synth', 0.1, 0, 0.8, 0.7, curve=[0.4, 0.6])
+    fabricate(root, 'selfsupervised', 'synth', 0.1, 0, 0.6, 0.6, curve=[0.2, 0.4])
+    records = report.collect(root)
+    assert report.convergence_metric(records) == 'val_accuracy'      # runs without the probes
+    for record in records:
+        for epoch in record['metrics']:
+            epoch['probe_h_val_accuracy'] = epoch['val_accuracy'] + 0.1
+    assert report.convergence_metric(records) == 'probe_h_val_accuracy'
+    records[0]['metrics'][1].pop('probe_h_val_accuracy')
+    assert report.convergence_metric(records) == 'val_accuracy'      # one epoch without: both regimes alike
+    assert report.plot_convergence(records, tmp_path / 'c.png') is None
+    assert (tmp_path / 'c.png').stat().st_size > 5000
