@@ -172,6 +172,7 @@ class PseudoLabeller:
         those pseudo-labels (and of all the weak view's predictions); the final thresholds."""
         summary = ratios(self.counts.tolist())
         summary['pseudo_unlabelled_seen'] = int(self.counts[0])
+        summary['pseudo_hidden_seen'] = int(self.counts[2])     # of them, with a hidden label
         summary['pseudo_thresholds'] = [round(t, 4) for t in self.thresholds().tolist()]
         return summary
 
@@ -190,9 +191,12 @@ class PseudoLabeller:
 
 def ratios(counts):
     """{share above the threshold, pseudo-label accuracy, weak-view accuracy} from COUNTS
-    values; an accuracy is left out where no hidden label was there to check it."""
+    values; an accuracy is left out where no hidden label was there to check it, and all
+    of them where no clip was labelled yet."""
     counts = dict(zip(COUNTS, counts))
-    out = {'pseudo_share_confident': counts['confident'] / max(counts['unlabelled'], 1)}
+    if not counts['unlabelled']:        # before --pseudo_start_epoch
+        return {}
+    out = {'pseudo_share_confident': counts['confident'] / counts['unlabelled']}
     if counts['hidden_confident']:
         out['pseudo_accuracy'] = counts['hidden_confident_correct'] / counts['hidden_confident']
     if counts['hidden']:
