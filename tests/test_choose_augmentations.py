@@ -72,7 +72,8 @@ def test_a_search_cut_short_continues_without_running_anything_twice(folders, tm
     ('--augmentations=fade', '--augmentations is set by the search'),
     ('--learning_rat=0.1', 'train.py has no option --learning_rat'),
     ('--warmup_epochs=2', '--warmup_epochs=2 is not below --epochs=2'),
-    ('--pairs_from=9', '--pairs_from must be between 2'),
+    ('--pairs_from=1', '--pairs_from must be between 2'),
+    ('--pairs_from=10', '--pairs_from must be between 2'),
 ])
 def test_bad_options_are_refused_before_the_first_run(folders, tmp_path, argument, message):
     with pytest.raises(UserError, match=message):
