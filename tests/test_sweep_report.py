@@ -377,3 +377,26 @@ def test_convergence_compares_the_fitted_probes_where_every_run_has_them(tmp_pat
     assert report.convergence_metric(records) == 'val_accuracy'      # one epoch without: both regimes alike
     assert report.plot_convergence(records, tmp_path / 'c.png') is None
     assert (tmp_path / 'c.png').stat().st_size > 5000
+
+
+def test_paired_on_validation_and_the_pseudo_label_table(tmp_path):
+    root = tmp_path / 'runs'
+    for seed, (a, b) in enumerate([(0.70, 0.78), (0.60, 0.62), (0.80, 0.84)]):
+        fabricate(root, 'clar', 'fsdd', 0.1, seed, 0.5, 0.5)
+        fabricate(root, 'clar', 'folder', 0.1, seed, 0.5, 0.5)
+        for dataset, val in (('fsdd', a), ('folder', b)):
+            results = root / f'clar-{dataset}-0.1-fade,time_mask-resnet2d-{seed}' / 'results.json'
+            saved = json.loads(results.read_text())
+            saved.update(val_accuracy=val, probe_val_accuracy=val - 0.1)
+            if dataset == 'folder':     # a pseudo-label run
+                saved.update(pseudo_share_confident=0.2 * (seed + 1), pseudo_accuracy=0.9)
+            results.write_text(json.dumps(saved))
+    records = report.collect(root)
+    table = report.paired_differences(records, 'clar-fsdd-*', 'clar-folder-*', split='val')
+    rows = table.splitlines()
+    assert 'validation' in rows[0] and rows[2] == '| 0 | 70.0 / 60.0 | 78.0 / 68.0 | +8.0 / +8.0 |'
+    assert rows[-1].startswith('| mean ± std (3 pairs) | | | +4.7 ± 3.1 / ')
+    pseudo = report.pseudo_label_table(records)
+    assert '| folder |  | 10 % | 3 | 74.7 ± 11.4 | 40.0 ± 20.0 | 90.0 ± 0.0 |' in pseudo
+    assert 'fsdd' not in pseudo.split('|---|')[-1]       # runs without pseudo-labels left out
+    assert report.pseudo_label_table([r for r in records if r['dataset'] == 'fsdd']) == ''
