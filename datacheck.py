@@ -109,7 +109,8 @@ def decoded_facts(found, sample_rate, clip_samples, hop=None):
                 rows = audio.window_rows(found.paths[item], sample_rate, clip_samples, hop)[0]
             else:
                 offset = found.offsets[item] if found.offsets is not None else 0.0
-                rows = audio.cache_row(found.paths[item], sample_rate, clip_samples, offset)[0][None]
+                row, _ = audio.cache_row(found.paths[item], sample_rate, clip_samples, offset)
+                rows = row[None]
             return item, rows, None
         except ValueError as error:
             return item, None, str(error)
@@ -129,6 +130,11 @@ def plural(n, word):
     return f'{n} {word}' + ('' if n == 1 else 'es' if word.endswith('s') else 's')
 
 
+def agree(n, one, many):
+    """The word for one thing, or for several: agree(n, 'is', 'are')."""
+    return one if n == 1 else many
+
+
 def listing_problems(found):
     """What the listing alone shows: one class; files that are not audio, or in no class."""
     problems = []
@@ -139,17 +145,20 @@ def listing_problems(found):
             f'two classes. Put each class\'s audio in a sub-folder of its own, e.g. '
             f'{root}/dog/*.wav and {root}/cat/*.wav', stops=True))
     if found.others:
+        n = len(found.others)
         by_extension = Counter(Path(p).suffix.lower() or '(no extension)' for p in found.others)
+        kinds = ', '.join(f'{e} {k}' for e, k in by_extension.most_common())
         problems.append(Problem(
-            f'{plural(len(found.others), "file")} under the class folders of {root} '
-            f'{"is" if len(found.others) == 1 else "are"} not audio this reads ({", ".join(f"{e} {n}" for e, n in by_extension.most_common())}; '
-            f'e.g. {found.others[0]}), left out: convert {"it" if len(found.others) == 1 else "them"} '
-            f'to {"/".join(audio.AUDIO_EXTENSIONS)} to use {"it" if len(found.others) == 1 else "them"}'))
+            f'{plural(n, "file")} under the class folders of {root} {agree(n, "is", "are")} not '
+            f'audio this reads ({kinds}; e.g. {found.others[0]}), left out: convert '
+            f'{agree(n, "it", "them")} to {"/".join(audio.AUDIO_EXTENSIONS)} to use '
+            f'{agree(n, "it", "them")}'))
     if found.loose:
+        n = len(found.loose)
         problems.append(Problem(
-            f'{plural(len(found.loose), "audio file")} directly in {root} (e.g. {found.loose[0]}) '
-            f'{"is" if len(found.loose) == 1 else "are"} in no class folder, left out: move '
-            f'{"it" if len(found.loose) == 1 else "them"} into the folder of {"its" if len(found.loose) == 1 else "their"} class'))
+            f'{plural(n, "audio file")} directly in {root} (e.g. {found.loose[0]}) '
+            f'{agree(n, "is", "are")} in no class folder, left out: move {agree(n, "it", "them")} '
+            f'into the folder of {agree(n, "its", "their")} class'))
     return problems
 
 
@@ -192,7 +201,7 @@ def survey(found, facts, skip_silent=False, small_classes='refuse', skip_bad_fil
         first = found.paths[result.silent[0]]
         problems.append(Problem(
             f'{plural(len(result.silent), "file")} of {int(readable.sum())} '
-            f'{"is" if len(result.silent) == 1 else "are"} digital silence (every sample 0 at '
+            f'{agree(len(result.silent), "is", "are")} digital silence (every sample 0 at '
             f'16 bits; e.g. {first}): '
             + ('left out (--skip_silent=True)' if skip_silent else
                'kept, as silent clips of their folder\'s class (--skip_silent=True leaves them '
@@ -226,17 +235,19 @@ def survey(found, facts, skip_silent=False, small_classes='refuse', skip_bad_fil
             stops=True))
     if result.same_in_splits:
         groups = result.same_in_splits
+        example = pair(groups[0], lambda i: found.splits[i])
         problems.append(Problem(
-            f'{plural(len(groups), "recording")} of one class {"is" if len(groups) == 1 else "are"} '
-            f'in two splits (equal decoded samples; e.g. {pair(groups[0], lambda i: found.splits[i])}): '
-            f'the model is then tested on audio it trained on, so validation and test accuracy '
-            f'are too high; remove the copies (all are listed in data_report.txt)'))
+            f'{plural(len(groups), "recording")} of one class {agree(len(groups), "is", "are")} '
+            f'in two splits (equal decoded samples; e.g. {example}): the model is then tested on '
+            f'audio it trained on, so validation and test accuracy are too high; remove the '
+            f'copies (all are listed in data_report.txt)'))
     if result.same_in_split:
         groups = result.same_in_split
+        copies = sum(len(g) - 1 for g in groups)
         problems.append(Problem(
-            f'{plural(sum(len(g) - 1 for g in groups), "file")} copy another of the same class '
-            f'and split (e.g. {pair(groups[0], lambda i: found.splits[i])}): each counts more '
-            f'than once'))
+            f'{plural(copies, "file")} {agree(copies, "copies", "copy")} another of the same '
+            f'class and split (e.g. {pair(groups[0], lambda i: found.splits[i])}): each counts '
+            f'more than once'))
     problems += class_problems(found, facts, result.keep, small_classes)
     return result
 
@@ -291,8 +302,9 @@ def class_problems(found, facts, keep, small_classes):
                and not (files['val'][c] and files['test'][c])]
     if emptied:
         problems.append(Problem(
-            f'{named(emptied, lambda c: missing(files, c) + " once unreadable or silent files are left out")}'
-            f': {"their" if len(emptied) > 1 else "its"} accuracy is not measured there'))
+            named(emptied, lambda c: f'{missing(files, c)} once unreadable or silent files are '
+                                     f'left out')
+            + f': {agree(len(emptied), "its", "their")} accuracy is not measured there'))
     trained = kept['windows']['train']
     if trained and min(trained.values()) > 0:
         ratio = max(trained.values()) / min(trained.values())
@@ -331,7 +343,8 @@ def table(numbers, classes):
                    for s in SPLITS]
             row.append((sum(per), *per))
         (f, ft, fv, fs), (w, wt, wv, ws) = row
-        lines.append(f'{name:<{width}}  {f:>6} {ft:>6} {fv:>5} {fs:>5}   {w:>7} {wt:>6} {wv:>5} {ws:>5}')
+        lines.append(f'{name:<{width}}  {f:>6} {ft:>6} {fv:>5} {fs:>5}   '
+                     f'{w:>7} {wt:>6} {wv:>5} {ws:>5}')
     return '\n'.join(lines)
 
 
@@ -405,7 +418,8 @@ def header_lines(headers):
             f'sample rates (files): {spread([h[1] for h in known], " Hz")}',
             f'channels (files): {spread([h[2] for h in known])}',
             f'formats (files): {spread([h[3] for h in known])}'
-            + (f'; {len(headers) - len(known)} headers unreadable' if len(known) < len(headers) else '')]
+            + (f'; {len(headers) - len(known)} headers unreadable'
+               if len(known) < len(headers) else '')]
 
 
 def inspect(cfg):

@@ -106,15 +106,15 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
                                      len(data.classes), kind)
         probe.classes, weight_decay = list(data.classes), probe.weight_decay
         with torch.no_grad():
-            probabilities = {s: torch.softmax(probe(r[1]), dim=1) for s, r in results.items()}
+            logits = {s: probe(r[1]) for s, r in results.items()}
         save_missing_probe(probe, file, checkpoint.get('epoch'), say)
         source = (f'{evaluation.PROBE_KINDS[kind]} on frozen {results["val"][1].shape[1]}-d features, trained on '
                   f'the {len(needed["train"])} labelled clips (weight decay {weight_decay:g}, '
                   f'chosen on validation)')
     else:
-        probabilities = {s: torch.softmax(r[0], dim=1) for s, r in results.items()}
+        logits = {s: r[0] for s, r in results.items()}
         source = evaluation.head_name(regime)
-    predictions = {s: p.argmax(1) for s, p in probabilities.items()}
+    predictions = {s: v.argmax(1) for s, v in logits.items()}
     out_dir = Path(out).expanduser() if out else file.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = '' if file.name == 'checkpoint_best.pt' else f'{file.stem}-'
@@ -130,7 +130,7 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
         report[f'{split}_accuracy'] = summary['accuracy']
         line = f'{split} accuracy {summary["accuracy"]:.4f} ({summary["clips"]} clips)'
         if data.windowed:       # windows of longer files: pooled per file, as predict.py does
-            pooled = evaluation.per_file(probabilities[split], wanted[split], data)
+            pooled = evaluation.per_file(torch.softmax(logits[split], dim=1), wanted[split], data)
             summary.update(per_file_accuracy=pooled['accuracy'], files=pooled['files'])
             report[f'{split}_accuracy_per_file'] = pooled['accuracy']
             line = (f'{split} accuracy {summary["accuracy"]:.4f} per window ({summary["clips"]} '

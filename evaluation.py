@@ -329,8 +329,9 @@ def linear_probe(model, data, train_indices, device, amp_dtype, kind='linear'):
     probe = fit_probe(features, labels, len(data.classes), kind)
     probe.classes = list(data.classes)
     with torch.no_grad():
-        probabilities = {s: torch.softmax(probe(f), dim=1) for s, f in features.items()}
-    predictions = {s: p.argmax(1) for s, p in probabilities.items()}
+        logits = {s: probe(f) for s, f in features.items()}
+    predictions = {s: v.argmax(1) for s, v in logits.items()}
+    probabilities = {s: torch.softmax(v, dim=1) for s, v in logits.items()}
     val = _summary(predictions['val'], labels['val'], data.classes)
     test = (_summary(predictions['test'], labels['test'], data.classes) if 'test' in predictions
             else {'accuracy': 0.0, 'per_class': {}})

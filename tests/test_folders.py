@@ -177,6 +177,21 @@ def test_a_class_too_small_for_every_split_is_refused_or_trained_on_unmeasured(t
     assert status == 2 and 'class rare (2 files' in err and not list((tmp_path / 'runs').iterdir())
 
 
+def test_a_class_without_training_files_is_refused_and_an_emptied_split_said(tmp_path, capsys):
+    root = write_folders(tmp_path / 'own', {'a': [1.0] * 4, 'b': [1.0] * 4})
+    (root / 'validation_list.txt').write_text('a/a0.wav\nb/b0.wav\nb/b1.wav\n')
+    (root / 'testing_list.txt').write_text('a/a1.wav\nb/b2.wav\nb/b3.wav\n')
+    with pytest.raises(UserError, match=r'class b \(4 files; 0 usable in training\): the model '
+                                        r'cannot learn it.*list fewer of its files'):
+        dataset.load('folder', root, tmp_path / 'cache')
+    (root / 'testing_list.txt').write_text('a/a1.wav\nb/b2.wav\n')
+    write(root / 'a' / 'a0.wav', np.zeros(16000), subtype='PCM_16')     # a's only val file
+    data = dataset.load('folder', root, tmp_path / 'cache', skip_silent=True)
+    assert ('class a (4 files; none in val once unreadable or silent files are left out): its '
+            'accuracy is not measured there') in capsys.readouterr().out
+    assert set(data.labels[data.splits['val']].tolist()) == {data.classes.index('b')}
+
+
 def test_silent_files_are_counted_named_in_the_run_and_skipped_only_when_asked(tmp_path, capsys):
     root = write_folders(tmp_path / 'own', {'a': [1.0] * 10 + [0, 0], 'b': [1.0] * 10})
     silent = {str(root / 'a' / 'a10.wav'), str(root / 'a' / 'a11.wav')}
