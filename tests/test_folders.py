@@ -361,3 +361,11 @@ def test_split_labelled_refuses_two_sources_for_one_target(tmp_path, monkeypatch
     with pytest.raises(UserError, match='would both be copied to .*nothing was written'):
         split_labelled.split('folder', root, tmp_path / 'cache', 1.0, 0, tmp_path / 'out')
     assert not (tmp_path / 'out').exists()
+
+
+def test_report_groups_runs_by_whether_they_read_windows():
+    import report
+    assert report.labelled_windows({'dataset': 'folder'}) == 'off'           # made before
+    assert report.labelled_windows({'dataset': 'folder', 'labelled_windows': 'auto'}) == 'on'
+    assert report.labelled_windows({'dataset': 'fsdd', 'labelled_windows': 'auto'}) == 'off'
+    assert report.labelled_windows({'dataset': 'fsdd', 'labelled_windows': 'True'}) == 'on'
