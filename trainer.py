@@ -11,6 +11,7 @@ import torch
 
 import augmentation
 import checkpoint
+import datacheck
 import dataset
 import distributed
 import model as model_module
@@ -88,6 +89,8 @@ class Trainer:
                 f'{data.clip_samples} samples; {len(self.labelled_indices)} labelled '
                 f'({cfg["label_fraction"]:g}), per class: '
                 + ', '.join(f'{c} {n}' for c, n in zip(data.classes, per_class)))
+        if data.windowed or cfg['dataset'] == 'folder':     # files and the clips cut from them
+            line += '\n' + datacheck.table(datacheck.data_counts(data), data.classes)
         if self.labelled_per_batch:
             line += (f'\nbatches: {self.labelled_per_batch} labelled clips in each (random batches '
                      f'would hold {self.labelled_per_batch_on_average:.1f} on average)')
