@@ -587,19 +587,34 @@ def load(name, data_root='data', cache_dir='~/.cache/clar', sample_rate=16000,
                      splits, paths, index['skipped'], offsets, windowed=windowed, report=report)
 
 
-def labelled_subset(labels, train_indices, fraction, seed=0):
+def labelled_subset(labels, train_indices, fraction, seed=0, files=None):
     """A class-balanced subset of the training clips: from every class, `fraction` of its
     clips (rounded, at least one), drawn by `seed`. Independent of the training seed, so
-    the three scripts see the same labelled clips."""
+    the three scripts see the same labelled clips. With `files` (every clip's file, where
+    clips are windows of longer recordings), whole files are drawn: all the windows of a
+    chosen file are labelled, and none of another's."""
     if not 0 < fraction <= 1:
         raise UserError(f'--label_fraction must be in (0, 1], got {fraction}')
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels[train_indices]):
         members = np.sort(train_indices[labels[train_indices] == label])
-        count = len(members) if fraction == 1 else max(1, int(round(fraction * len(members))))
-        chosen.append(rng.permutation(members)[:count])
+        if files is None:
+            count = len(members) if fraction == 1 else max(1, int(round(fraction * len(members))))
+            chosen.append(rng.permutation(members)[:count])
+            continue
+        file_of = np.asarray(files, dtype=object)[members]
+        names = np.unique(file_of)
+        count = len(names) if fraction == 1 else max(1, int(round(fraction * len(names))))
+        chosen.append(members[np.isin(file_of, rng.permutation(names)[:count])])
     return np.sort(np.concatenate(chosen))
+
+
+def labelled_clips(data, fraction, seed=0):
+    """The labelled subset of `data`'s training clips (labelled_subset), drawn by file
+    where its clips are windows of longer recordings."""
+    return labelled_subset(data.labels, data.splits['train'], fraction, seed,
+                           files=data.paths if data.windowed else None)
 
 
 # ---------------------------------------------------------------- cross-validation

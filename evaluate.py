@@ -95,8 +95,7 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
     needed = dict(wanted)
     weight_decay = None
     if classifier == 'probe':
-        labelled = dataset.labelled_subset(data.labels, data.splits['train'],
-                                           cfg['label_fraction'], cfg.get('label_seed', 0))
+        labelled = dataset.labelled_clips(data, cfg['label_fraction'], cfg.get('label_seed', 0))
         needed = {**wanted, 'train': labelled, 'val': np.sort(data.splits['val'])}
     results = {s: evaluation.outputs(model, data, i, device, amp_dtype, batch_size) for s, i in needed.items()}
     labels = {s: torch.from_numpy(data.labels[i]) for s, i in needed.items()}

@@ -102,8 +102,7 @@ def check_against_data(cfg, data, train_on):
             print('note: supervised.py trains on the labelled clips only; '
                   '--labelled_per_batch is ignored')
         return
-    labelled = dataset.labelled_subset(data.labels, data.splits['train'], cfg['label_fraction'],
-                                       cfg['label_seed'])
+    labelled = dataset.labelled_clips(data, cfg['label_fraction'], cfg['label_seed'])
     if per_batch > len(labelled):
         raise UserError(f'--labelled_per_batch={per_batch} is more than the {len(labelled)} '
                         f'labelled clips (a batch may not hold a clip twice); lower it')

@@ -27,8 +27,8 @@ class Trainer:
         train_indices = data.splits['train']
         if len(train_indices) == 0 or len(data.splits['val']) == 0:
             raise UserError(f'the {cfg["dataset"]} dataset has no training or no validation clips')
-        self.labelled_indices = dataset.labelled_subset(data.labels, train_indices,
-                                                        cfg['label_fraction'], cfg['label_seed'])
+        self.labelled_indices = dataset.labelled_clips(data, cfg['label_fraction'],
+                                                       cfg['label_seed'])
         self.is_labelled = np.zeros(len(data.labels), dtype=bool)
         self.is_labelled[self.labelled_indices] = True
         if train_on == 'all':           # the dataset's training clips and any unlabelled pool
