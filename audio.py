@@ -32,16 +32,23 @@ except ImportError:
 
 from config import UserError
 
-AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg')
+AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.mp3')   # what libsndfile (1.1 on) decodes
 CACHE_VERSION = 3                       # 3: clips beyond +-1 scaled to fit, not clipped
 _SCALE = np.float32(1 / 32768)          # int16 -> [-1, 1); exact (a power of two)
 INT16_PEAK = np.float32(32767 / 32768)  # the largest sample int16 holds, as a float
 
 
 def audio_files(folder):
-    """Every .wav/.flac/.ogg file under `folder`, recursively, sorted."""
+    """Every .wav/.flac/.ogg/.mp3 file under `folder`, recursively, sorted."""
     return sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in AUDIO_EXTENSIONS
                   and p.is_file())
+
+
+def other_files(folder):
+    """The files under `folder` (recursively, sorted) that audio_files leaves out, but for
+    hidden ones (.DS_Store and the like)."""
+    return sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() not in AUDIO_EXTENSIONS
+                  and not p.name.startswith('.') and p.is_file())
 
 
 def to_float(arrays, order, device='cpu'):
@@ -112,6 +119,14 @@ def read_clip(path, sample_rate, clip_samples, offset=0.0):
                       clip_samples).numpy()
 
 
+def cache_row(path, sample_rate, clip_samples, offset=0.0):
+    """The clip of `path` from `offset` seconds as the waveform cache stores it: int16
+    (clip_samples,), and whether it was scaled down to fit 16 bits. ValueError when the
+    file cannot be read."""
+    clip, scaled = scale_to_fit(read_clip(path, sample_rate, clip_samples, offset))
+    return to_int16(clip), bool(scaled)
+
+
 def windows(wave, clip_samples, hop_samples):
     """Consecutive clip-length windows of a (T,) waveform, `hop_samples` apart: a view
     (n, clip_samples), no copy, and the start of each in samples. Where the whole windows
@@ -150,8 +165,14 @@ def file_windows(path, sample_rate, clip_samples, hop_samples):
     resampled, rounded to 16 bits) and cut into clip-length windows `hop_samples` apart:
     (view (n, clip_samples), starts in samples); see windows(). Its first window is the
     clip training reads from the file. Raises ValueError when the file cannot be read."""
-    return windows(quantize(torch.from_numpy(read_audio(str(path), sample_rate))),
-                   clip_samples, hop_samples)
+    return windows(prepared(path, sample_rate)[0], clip_samples, hop_samples)
+
+
+def prepared(path, sample_rate):
+    """A whole recording decoded (mono, resampled) and rounded to 16 bits as the cache holds
+    it (quantize), and whether it went beyond +-1 and was scaled down to fit."""
+    wave = torch.from_numpy(read_audio(str(path), sample_rate))
+    return quantize(wave), bool(len(wave) and wave.abs().max() > 1)
 
 
 def fit_length(wave, clip_samples):
@@ -243,7 +264,7 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
 
     def decode(i):
         try:
-            return read_clip(paths[i], sample_rate, clip_samples, offsets[i]), None
+            return cache_row(paths[i], sample_rate, clip_samples, offsets[i]), None
         except ValueError as error:
             return None, str(error)
 
@@ -267,15 +288,88 @@ def build_cache(folder, paths, offsets, sample_rate, clip_samples, skip_bad_file
                                         f'with --skip_bad_files=True to skip such files.')
                     skipped.append(f'{where(i)}: {error}')
                     continue
-                clip, over = scale_to_fit(clip)
+                row, over = clip
                 if over:
                     scaled.append(where(i))
-                waves[len(kept)] = to_int16(clip)
+                waves[len(kept)] = row
                 kept.append(i)
         (partial / 'index.json').write_text(json.dumps({
             'kept': kept, 'paths': [paths[i] for i in kept],
             'offsets': [offsets[i] for i in kept], 'count': len(kept), 'skipped': skipped,
             'scaled': scaled, 'sample_rate': sample_rate, 'clip_samples': clip_samples}))
+
+
+def window_rows(path, sample_rate, clip_samples, hop_samples):
+    """The windows of one file as the waveform cache stores them: int16 (n, clip_samples),
+    the start of each in samples (file_windows: the preparation predict.py and embed.py
+    use), and whether the file was scaled to fit. ValueError when it cannot be read."""
+    wave, scaled = prepared(path, sample_rate)
+    views, starts = windows(wave, clip_samples, hop_samples)
+    return to_int16(views.numpy()), starts.numpy(), scaled
+
+
+def quiet(rows, silence_db):
+    """Which int16 windows have an RMS below silence_db dB full scale (0: none)."""
+    if not silence_db:
+        return np.zeros(len(rows), dtype=bool)
+    rms = np.sqrt(np.mean(np.square(rows.astype(np.float32) / 32768), axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-10)) < silence_db
+
+
+def build_windows(folder, files, sample_rate, clip_samples, hop, silence_db=0.0,
+                  skip_bad_files=False):
+    """Decode the windows of every file (window_rows, `hop` samples apart) into
+    folder/waves.npy, with starts.npy (each window's start in samples), file.npy (its
+    file's number in `files`) and index.json, atomically, a few files at a time in threads.
+    Windows quieter than `silence_db` (when not 0) are dropped and counted."""
+    import soundfile
+    room = 0
+    for path in files:              # an upper bound on the windows, from the headers
+        try:
+            info = soundfile.info(path)
+            samples = math.ceil(info.frames * sample_rate / info.samplerate)
+        except Exception:           # unreadable: the decode below names it
+            samples = 0
+        room += 1 + max(0, math.ceil((samples - clip_samples) / hop) + 1)
+
+    def decode(path):
+        try:
+            return window_rows(path, sample_rate, clip_samples, hop), None
+        except ValueError as error:
+            return None, str(error)
+
+    workers = decode_workers()
+    with new_cache(folder, room, clip_samples, 'windows') as (partial, waves), \
+            ThreadPoolExecutor(workers) as pool:
+        starts, file_numbers, per_file, skipped, scaled, silent, count = [], [], [], [], [], 0, 0
+        # a few files at a time: the decoded windows waiting to be written stay bounded
+        results = (result for first in range(0, len(files), workers)
+                   for result in pool.map(decode, files[first:first + workers]))
+        for number, (decoded, error) in enumerate(results):
+            if error is not None:
+                if not skip_bad_files:
+                    raise UserError(f'{files[number]}: {error}. Remove or fix the file, or '
+                                    f'run with --skip_bad_files=True to skip such files.')
+                skipped.append(f'{files[number]}: {error}')
+                per_file.append(0)
+                continue
+            rows, row_starts, over = decoded
+            if over:
+                scaled.append(files[number])
+            keep = ~quiet(rows, silence_db)
+            silent += int((~keep).sum())
+            rows, row_starts = rows[keep], row_starts[keep]
+            waves[count:count + len(rows)] = rows
+            count += len(rows)
+            starts.append(row_starts)
+            file_numbers.append(np.full(len(rows), number, dtype=np.int32))
+            per_file.append(len(rows))
+        np.save(partial / 'starts.npy', np.concatenate(starts or [np.zeros(0, np.int64)]))
+        np.save(partial / 'file.npy', np.concatenate(file_numbers or [np.zeros(0, np.int32)]))
+        (partial / 'index.json').write_text(json.dumps({
+            'files': files, 'windows_per_file': per_file, 'count': count, 'skipped': skipped,
+            'scaled': scaled, 'silent': silent, 'sample_rate': sample_rate, 'clip_samples': clip_samples,
+            'hop': hop, 'silence_db': silence_db}))
 
 
 def build_once(folder, build):
@@ -302,11 +396,32 @@ def cached(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files=Fal
     if index['skipped'] and not skip_bad_files:
         raise UserError(f'the cached {what} skipped {len(index["skipped"])} bad files '
                         f'(first: {index["skipped"][0]}); run with --skip_bad_files=True')
+    say_skipped_and_scaled(index, folder, 'clips')
+    waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
+    return waves, index
+
+
+def say_skipped_and_scaled(index, folder, what):
     if index['skipped']:
         print(f'skipped {len(index["skipped"])} bad audio files (listed in {folder}/index.json)')
     if index.get('scaled'):
-        print(f'scaled down {len(index["scaled"])} clips whose samples went beyond +-1 (float '
+        print(f'scaled down {len(index["scaled"])} {what} whose samples went beyond +-1 (float '
               f'audio), so that they fit 16 bits instead of being clipped (listed in '
               f'{folder}/index.json)')
+
+
+def cached_windows(folder, files, sample_rate, clip_samples, hop, skip_bad_files=False,
+                   what='dataset'):
+    """The windows of every file (build_windows) as an int16 memmap (N, clip_samples), with
+    each window's file number and start (samples) and the cache's index; decoded into
+    `folder` on first use, as cached() does for clips."""
+    folder = Path(folder)
+    build_once(folder, lambda: build_windows(folder, files, sample_rate, clip_samples, hop,
+                                             0.0, skip_bad_files))
+    index = json.loads((folder / 'index.json').read_text())
+    if index['skipped'] and not skip_bad_files:
+        raise UserError(f'the cached {what} skipped {len(index["skipped"])} bad files '
+                        f'(first: {index["skipped"][0]}); run with --skip_bad_files=True')
+    say_skipped_and_scaled(index, folder, 'clips')
     waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
-    return waves, index
+    return waves, np.load(folder / 'file.npy'), np.load(folder / 'starts.npy'), index

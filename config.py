@@ -25,6 +25,11 @@ test_fold = 5                 # esc50/esc10: fold (1-5) held out for test; the f
 unlabelled_root = ''          # folders of unlabelled recordings (comma-separated) whose clip-length windows join the training clips of train.py and selfsupervised.py
 unlabelled_hop = 0.0          # seconds between the windows cut from unlabelled recordings; 0 = the clip length
 skip_silent_windows = 0.0     # drop unlabelled windows quieter (RMS) than this many dB below full scale, e.g. -50; 0 = keep all
+labelled_windows = 'auto'     # cut labelled files longer than a clip into clip-length windows, each with its file's class and split (the split stays by file): auto (on for --dataset=folder only) | true | false (each file's first clip, as for the paper's datasets)
+labelled_hop = 0.0            # seconds between the windows cut from labelled files (with --labelled_windows); 0 = the clip length
+skip_silent = False           # --dataset=folder: leave out labelled files that are digital silence (every sample 0 at 16 bits); off, they are kept as silent clips and named in data_report.txt
+small_classes = 'refuse'      # --dataset=folder, a class with too few files to be in every split: refuse (stop, naming it) | train_only (train on it; its accuracy is not measured)
+inspect = False               # print what a run would see of its labelled data (classes, files, windows, durations, rates, channels, silence, duplicates, the split per class) and the checks, then stop; writes nothing
 labelled_per_batch = 0        # every batch holds this many labelled clips (cycled; no clip twice in a batch), the rest from the other clips; 0 = batches drawn at random, as they also are where they would hold this many on average
 # front end and model
 frontend = 'paper'            # paper: 16 ms window, 8 ms hop | released: 2048-point window, hop 128

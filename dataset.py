@@ -25,7 +25,15 @@ Datasets (`--dataset=`), their layouts under `--data_root` and splits:
                       validation split, the other three folds train
     fsdd              Free Spoken Digit Dataset recordings/{digit}_{speaker}_{take}.wav, 1 s;
                       takes 0-4 test, 5-9 val, the rest train
-    folder            your own: one sub-folder of audio files per class
+    folder            your own: one sub-folder of audio files per class, split by file; every
+                      file cut into clip-length windows (--labelled_windows, --labelled_hop),
+                      checked as it loads (datacheck.py)
+
+--labelled_windows: a labelled file longer than a clip gives every window of it
+(audio.build_windows, the cut of the unlabelled pools: --labelled_hop apart, a last partial
+window kept when it holds half a clip), each with the file's class and split; off, a file
+gives its first clip (cropped or zero-padded). On by default for folder only: the other
+datasets' clips are already one length, and load as they always have.
 """
 import csv
 import json
@@ -44,8 +52,9 @@ import torch
 import torchaudio
 
 import audio
+import datacheck
 from audio import AUDIO_EXTENSIONS, audio_files
-from config import UserError
+from config import UserError, parse_value
 
 SPLITS = ('train', 'val', 'test')
 SC09_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
@@ -59,7 +68,8 @@ FSDD_URL = 'https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs
 ESC_FOLDS = (1, 2, 3, 4, 5)
 FSDD_NAME = re.compile(r'^(\d)_([^_]+)_(\d+)\.wav$')
 # options of some datasets only, passed to load() by name (options.dataset_options)
-EXTRA_OPTIONS = ('nsynth_label', 'test_fold')
+EXTRA_OPTIONS = ('nsynth_label', 'test_fold', 'labelled_windows', 'labelled_hop', 'skip_silent',
+                 'small_classes')
 
 
 @dataclass
@@ -73,6 +83,10 @@ class Listing:
     classes: list
     clip_seconds: float
     offsets: list = None
+    root: str = ''                  # the folder of class folders, where there is one
+    split_by: str = ''              # how the split was made, in words
+    others: list = field(default_factory=list)  # files in class folders that are not audio
+    loose: list = field(default_factory=list)   # audio files in the root, in no class folder
 
 
 @dataclass
@@ -90,6 +104,8 @@ class AudioData:
     paths: list
     skipped: list
     offsets: list = None          # start (seconds) of each clip in its file, when not all 0
+    windowed: bool = False        # clips are windows of longer files (--labelled_windows)
+    report: str = ''              # datacheck's report, for data_report.txt in the run directory
     pool: list = field(default_factory=list)
     unlabelled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
@@ -125,6 +141,7 @@ def list_class_folders(root, classes=None, seed=0):
         folders = [f for f in folders if f.name in classes]
     files = {f.name: audio_files(f) for f in folders}
     files = {name: found for name, found in files.items() if found}
+    others = [str(p) for f in folders for p in audio.other_files(f)]
     if not files:
         raise UserError(f'no audio ({", ".join(AUDIO_EXTENSIONS)}) in class sub-folders of {root}')
     validation = _read_list(root / 'validation_list.txt')
@@ -146,7 +163,11 @@ def list_class_folders(root, classes=None, seed=0):
         paths += [str(p) for p in found]
         names += [name] * len(found)
         splits += split
-    return Listing(paths, names, splits, sorted(files), 1.0)
+    split_by = ('validation_list.txt and testing_list.txt (by file)' if use_lists else
+                f'each class\'s files shuffled (seed {seed}: --label_seed) and split 80/10/10 by '
+                f'file (one each in val and test from 3 files, none below)')
+    return Listing(paths, names, splits, sorted(files), 1.0, root=str(root), split_by=split_by,
+                   others=others)
 
 
 def _speechcommands_root(data_root, download):
@@ -219,7 +240,10 @@ def list_folder(data_root, seed=0):
     if not root.is_dir():
         raise UserError(f'--data_root={data_root} is not a folder: the folder dataset wants '
                         f'one sub-folder of audio files per class')
-    return list_class_folders(root, seed=seed)
+    found = list_class_folders(root, seed=seed)
+    found.loose = [str(p) for p in sorted(root.iterdir())
+                   if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
+    return found
 
 
 # NSynth
@@ -275,7 +299,8 @@ def list_nsynth(data_root, download=False, label='instrument_family'):
             names.append(name)
             splits.append(split)
     classes = sorted(class_order, key=class_order.get)
-    return Listing(paths, names, splits, classes, 4.0)
+    return Listing(paths, names, splits, classes, 4.0, root=str(root),
+                   split_by='the nsynth-train, -valid and -test folders')
 
 
 # ESC-50 and ESC-10
@@ -414,7 +439,8 @@ def list_fsdd(data_root, download=False):
         paths.append(str(path))
         names.append(match.group(1))
         splits.append(fsdd_split(int(match.group(3))))
-    return Listing(paths, names, splits, sorted(set(names)), 1.0)
+    return Listing(paths, names, splits, sorted(set(names)), 1.0, root=str(root),
+                   split_by='by take: 0-4 test, 5-9 val, the rest train')
 
 
 def listing(name, data_root, cache_dir, download=False, seed=0,
@@ -490,40 +516,105 @@ def fetch(url, destination, what, size='', keep=None):
     print(f'{what} is in {destination}')
 
 
+def labelled_windows_on(name, setting):
+    """Whether --labelled_windows (auto | true | false) cuts the labelled files into
+    windows: auto means for --dataset=folder only."""
+    if str(setting).lower() == 'auto':
+        return name == 'folder'
+    return parse_value('labelled_windows', str(setting), bool)
+
+
+def hop_samples(hop_seconds, sample_rate, clip_samples):
+    """--labelled_hop in samples; 0 means the clip length."""
+    return int(round(hop_seconds * sample_rate)) if hop_seconds else clip_samples
+
+
+def cut_already(name):
+    return (f'--labelled_windows=True: {name} already cuts its clips out of longer files; '
+            f'leave --labelled_windows at auto or false')
+
+
 def load(name, data_root='data', cache_dir='~/.cache/clar', sample_rate=16000,
          clip_seconds=0.0, download=False, skip_bad_files=False, seed=0,
-         nsynth_label='instrument_family', test_fold=5):
-    """The dataset `name` as AudioData, decoding into the waveform cache on first use."""
+         nsynth_label='instrument_family', test_fold=5, labelled_windows='auto',
+         labelled_hop=0.0, skip_silent=False, small_classes='refuse', strict=True):
+    """The dataset `name` as AudioData, decoding into the waveform cache on first use.
+    --dataset=folder is checked (datacheck.py); `strict`: say what the checks find and
+    refuse what they stop on (a new run), or only apply --skip_silent (evaluate.py, a
+    resumed run: the data the run was checked on)."""
     found = listing(name, data_root, cache_dir, download, seed, nsynth_label, test_fold)
     clip_samples = int(round((clip_seconds or found.clip_seconds) * sample_rate))
-    offsets = found.offsets if found.offsets is not None else [0.0] * len(found.paths)
-    key = audio.fingerprint(found.paths, offsets, sample_rate, clip_samples)
-    folder = Path(cache_dir).expanduser() / 'waveforms' / f'{name}-{sample_rate}-{clip_samples}-{key}'
-    waves, index = audio.cached(folder, found.paths, offsets, sample_rate, clip_samples,
-                                skip_bad_files, what=f'{name} dataset')
-    kept = np.asarray(index['kept'], dtype=np.int64)
+    checked = name == 'folder'
+    if checked:                 # before decoding anything
+        datacheck.act(datacheck.listing_problems(found), strict)
+    windowed = labelled_windows_on(name, labelled_windows)
+    if windowed:
+        if found.offsets is not None:
+            raise UserError(cut_already(name))
+        hop = hop_samples(labelled_hop, sample_rate, clip_samples)
+        key = audio.fingerprint(found.paths, [0.0] * len(found.paths), sample_rate, clip_samples,
+                                extra=f'labelled windows hop {hop}')
+        folder = (Path(cache_dir).expanduser() / 'waveforms' /
+                  f'{name}-windows-{sample_rate}-{clip_samples}-{hop}-{key}')
+        waves, item_of_row, starts, index = audio.cached_windows(
+            folder, found.paths, sample_rate, clip_samples, hop, skip_bad_files,
+            what=f'{name} dataset')
+        paths = [found.paths[i] for i in item_of_row]
+        offsets = (starts / sample_rate).tolist()
+    else:
+        offsets = found.offsets if found.offsets is not None else [0.0] * len(found.paths)
+        key = audio.fingerprint(found.paths, offsets, sample_rate, clip_samples)
+        folder = Path(cache_dir).expanduser() / 'waveforms' / f'{name}-{sample_rate}-{clip_samples}-{key}'
+        waves, index = audio.cached(folder, found.paths, offsets, sample_rate, clip_samples,
+                                    skip_bad_files, what=f'{name} dataset')
+        item_of_row = np.asarray(index['kept'], dtype=np.int64)
+        paths = index['paths']
+        offsets = index['offsets'] if found.offsets is not None else None
+    used, report = np.ones(len(item_of_row), dtype=bool), ''
+    if checked:
+        facts = datacheck.cache_facts(waves, item_of_row, found.paths, index['skipped'])
+        result = datacheck.survey(found, facts, skip_silent, small_classes, skip_bad_files)
+        problems = datacheck.listing_problems(found) + result.problems
+        datacheck.act(result.problems, strict)
+        used = result.keep[item_of_row]
+        report = datacheck.report(result, problems, datacheck.title(
+            name, found, facts, sample_rate, clip_samples, hop if windowed else None))
     class_to_label = {c: i for i, c in enumerate(found.classes)}
-    labels = np.array([class_to_label[found.class_names[i]] for i in kept], dtype=np.int64)
-    split_of = np.array([found.splits[i] for i in kept])
-    splits = {s: np.flatnonzero(split_of == s) for s in SPLITS}
+    labels = np.array([class_to_label[found.class_names[i]] for i in item_of_row], dtype=np.int64)
+    split_of = np.array([found.splits[i] for i in item_of_row])
+    splits = {s: np.flatnonzero((split_of == s) & used) for s in SPLITS}
     return AudioData(name, list(found.classes), sample_rate, clip_samples, waves, labels,
-                     splits, index['paths'], index['skipped'],
-                     index['offsets'] if found.offsets is not None else None)
+                     splits, paths, index['skipped'], offsets, windowed=windowed, report=report)
 
 
-def labelled_subset(labels, train_indices, fraction, seed=0):
+def labelled_subset(labels, train_indices, fraction, seed=0, files=None):
     """A class-balanced subset of the training clips: from every class, `fraction` of its
     clips (rounded, at least one), drawn by `seed`. Independent of the training seed, so
-    the three scripts see the same labelled clips."""
+    the three scripts see the same labelled clips. With `files` (every clip's file, where
+    clips are windows of longer recordings), whole files are drawn: all the windows of a
+    chosen file are labelled, and none of another's."""
     if not 0 < fraction <= 1:
         raise UserError(f'--label_fraction must be in (0, 1], got {fraction}')
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(labels[train_indices]):
         members = np.sort(train_indices[labels[train_indices] == label])
-        count = len(members) if fraction == 1 else max(1, int(round(fraction * len(members))))
-        chosen.append(rng.permutation(members)[:count])
+        if files is None:
+            count = len(members) if fraction == 1 else max(1, int(round(fraction * len(members))))
+            chosen.append(rng.permutation(members)[:count])
+            continue
+        file_of = np.asarray(files, dtype=object)[members]
+        names = np.unique(file_of)
+        count = len(names) if fraction == 1 else max(1, int(round(fraction * len(names))))
+        chosen.append(members[np.isin(file_of, rng.permutation(names)[:count])])
     return np.sort(np.concatenate(chosen))
+
+
+def labelled_clips(data, fraction, seed=0):
+    """The labelled subset of `data`'s training clips (labelled_subset), drawn by file
+    where its clips are windows of longer recordings."""
+    return labelled_subset(data.labels, data.splits['train'], fraction, seed,
+                           files=data.paths if data.windowed else None)
 
 
 # ---------------------------------------------------------------- cross-validation

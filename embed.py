@@ -11,7 +11,7 @@
              --map= (a PNG: a 2-D t-SNE map of the rows, coloured by class folder)
              --skip_bad_files=False (True: leave unreadable files out, and list them)
 
-Every .wav/.flac/.ogg file under the folder (recursively, in sorted order) is prepared as
+Every .wav/.flac/.ogg/.mp3 file under the folder (recursively, in sorted order) is prepared as
 the training data was: mono, resampled to the model's sample rate, rounded to 16 bits like
 the waveform cache (audio.file_windows, the path predict.py shares), and cut into windows
 of the model's clip length, `--hop` apart: a file shorter than a clip is one zero-padded
@@ -137,7 +137,7 @@ def _read(paths, sample_rate, clip_samples, skipped=None):
 
 def embed_files(model, paths, sample_rate, clip_samples, device='cpu', batch_size=64,
                 skipped=None):
-    """Embeddings (N, 512 * encoder_width) float32 of audio files (wav, flac, ogg; any rate
+    """Embeddings (N, 512 * encoder_width) float32 of audio files (wav, flac, ogg, mp3; any rate
     and channel count), decoded like the training data at `sample_rate` and `clip_samples`
     (the model's). With a list `skipped`, unreadable files are left out and listed there
     ('path: reason'); otherwise the first raises UserError."""
@@ -240,7 +240,7 @@ def _embed_paths(model, paths, sample_rate, clip_samples, device, batch_size, sk
 
 
 def audio_files(folder):
-    """Every .wav/.flac/.ogg file under `folder`, recursively, sorted; UserError when none."""
+    """Every .wav/.flac/.ogg/.mp3 file under `folder`, recursively, sorted; UserError when none."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f'{folder}: no such folder')

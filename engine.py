@@ -22,6 +22,7 @@ import torch
 
 import checkpoint
 import config as config_module
+import datacheck
 import dataset
 import distributed
 import evaluation
@@ -85,6 +86,9 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     `given`: the option names set on the command line (what --resume may override)."""
     cfg = options.resumed_config(cfg, given) if cfg.get('resume') else dict(cfg)
     options.check(cfg, regime, given, resumed=bool(cfg.get('resume')))
+    if cfg.get('inspect'):          # a dry look at the data: no run directory, no cache
+        print(datacheck.inspect(cfg), end='')
+        return None
     rank_device, rank, world_size = distributed.init(cfg['device'])
     if cfg.get('resume'):
         checkpoint.check_world_size(Path(cfg['resume']) / 'checkpoint_last.pt', world_size)
@@ -96,7 +100,8 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     seed_everything(cfg['seed'] + rank)
     data = dataset.load(cfg['dataset'], cfg['data_root'], cfg['cache_dir'], cfg['sample_rate'],
                         cfg['clip_seconds'], cfg['download'], cfg['skip_bad_files'],
-                        cfg['label_seed'], **options.dataset_options(cfg))
+                        cfg['label_seed'], **options.dataset_options(cfg),
+                        strict=not cfg.get('resume'))
     data = add_unlabelled_pool(cfg, data, train_on)
     options.check_against_data(cfg, data, train_on)
     if cfg.get('resume'):
@@ -107,6 +112,8 @@ def run(cfg, regime, loss_fn, train_on, given=()):
         run_dir = rundir.create(cfg, regime) if main_process else None
         run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None))
         cfg['run_name'] = run_dir.name
+        if main_process and data.report:
+            (run_dir / 'data_report.txt').write_text(data.report)
     if main_process:
         config_module.print_config(cfg)
     status = rundir.Status(run_dir, enabled=main_process)
@@ -311,6 +318,7 @@ def finish(trainer, progress, logger, run_dir, started):
                     'labelled_clips': int(len(trainer.labelled_indices)),
                     'unlabelled_clips': int(len(data.unlabelled)),
                     'training_clips': int(len(trainer.step_indices)), 'epochs': cfg['epochs'],
+                    'labelled_windows': data.windowed, **datacheck.data_counts(data),
                     'steps': progress.step, 'best_step': best['step'],
                     'seed': cfg['seed'], 'label_seed': cfg['label_seed'],
                     'seconds': time.time() - started,

@@ -6,7 +6,9 @@
 
 Loads the checkpoint (a run directory means its checkpoint_best.pt), reloads the dataset
 from the run's saved configuration (--data_root and --cache_dir override where it lives),
-and prints each split's accuracy and per-class accuracy. It writes into the run directory
+and prints each split's accuracy and per-class accuracy (for a run trained on windows of
+longer files, --labelled_windows, per window and per file: a file's windows' class
+probabilities averaged, as predict.py does). It writes into the run directory
 (or --out):
   evaluation.json              accuracies, per-class accuracies, which classifier, clips
   confusion_<split>.json       {classes, matrix}: matrix[true][predicted] = clips
@@ -56,11 +58,12 @@ def load(path, device='cpu'):
 
 
 def load_data(cfg, data_root='', cache_dir=''):
-    """The run's dataset, as its configuration loaded it (download never)."""
+    """The run's dataset, as its configuration loaded it (download never; the checks were
+    made when the run started)."""
     return dataset.load(cfg['dataset'], data_root or cfg['data_root'], cache_dir or cfg['cache_dir'],
                         cfg['sample_rate'], cfg['clip_seconds'], False,
                         cfg.get('skip_bad_files', False), cfg.get('label_seed', 0),
-                        **options.dataset_options(cfg))
+                        **options.dataset_options(cfg), strict=False)
 
 
 def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_dir='',
@@ -92,8 +95,7 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
     needed = dict(wanted)
     weight_decay = None
     if classifier == 'probe':
-        labelled = dataset.labelled_subset(data.labels, data.splits['train'],
-                                           cfg['label_fraction'], cfg.get('label_seed', 0))
+        labelled = dataset.labelled_clips(data, cfg['label_fraction'], cfg.get('label_seed', 0))
         needed = {**wanted, 'train': labelled, 'val': np.sort(data.splits['val'])}
     results = {s: evaluation.outputs(model, data, i, device, amp_dtype, batch_size) for s, i in needed.items()}
     labels = {s: torch.from_numpy(data.labels[i]) for s, i in needed.items()}
@@ -103,14 +105,15 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
                                      len(data.classes), kind)
         probe.classes, weight_decay = list(data.classes), probe.weight_decay
         with torch.no_grad():
-            predictions = {s: probe(r[1]).argmax(1) for s, r in results.items()}
+            logits = {s: probe(r[1]) for s, r in results.items()}
         save_missing_probe(probe, file, checkpoint.get('epoch'), say)
         source = (f'{evaluation.PROBE_KINDS[kind]} on frozen {results["val"][1].shape[1]}-d features, trained on '
                   f'the {len(needed["train"])} labelled clips (weight decay {weight_decay:g}, '
                   f'chosen on validation)')
     else:
-        predictions = {s: r[0].argmax(1) for s, r in results.items()}
+        logits = {s: r[0] for s, r in results.items()}
         source = evaluation.head_name(regime)
+    predictions = {s: v.argmax(1) for s, v in logits.items()}
     out_dir = Path(out).expanduser() if out else file.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = '' if file.name == 'checkpoint_best.pt' else f'{file.stem}-'
@@ -124,7 +127,15 @@ def evaluate(path, splits=('val', 'test'), device='auto', data_root='', cache_di
         summary = evaluation.summarise(matrix, data.classes)
         report['splits'][split] = summary
         report[f'{split}_accuracy'] = summary['accuracy']
-        say(f'{split} accuracy {summary["accuracy"]:.4f} ({summary["clips"]} clips)')
+        line = f'{split} accuracy {summary["accuracy"]:.4f} ({summary["clips"]} clips)'
+        if data.windowed:       # windows of longer files: pooled per file, as predict.py does
+            pooled = evaluation.per_file(torch.softmax(logits[split], dim=1), wanted[split], data)
+            summary.update(per_file_accuracy=pooled['accuracy'], files=pooled['files'])
+            report[f'{split}_accuracy_per_file'] = pooled['accuracy']
+            line = (f'{split} accuracy {summary["accuracy"]:.4f} per window ({summary["clips"]} '
+                    f'windows), {pooled["accuracy"]:.4f} per file ({pooled["files"]} files, '
+                    f'their windows\' probabilities averaged)')
+        say(line)
         say('  per class: ' + ', '.join(f'{c} {a:.3f}' if a is not None else f'{c} -'
                                          for c, a in summary['per_class_accuracy'].items()))
         base = out_dir / f'{prefix}confusion_{split}'

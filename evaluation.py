@@ -95,7 +95,21 @@ def accuracy(model, data, indices, device, amp_dtype):
     logits, _ = outputs(model, data, indices, device, amp_dtype)
     predictions = logits.argmax(1)
     return {**_summary(predictions, torch.from_numpy(data.labels[indices]), data.classes),
-            'predictions': predictions}
+            'predictions': predictions, 'probabilities': torch.softmax(logits, dim=1)}
+
+
+def per_file(probabilities, indices, data):
+    """Accuracy over the files of the clips `indices` (windows of them, under
+    --labelled_windows), each file predicted by the mean of its windows' class
+    probabilities, as predict.py pools a file's windows: {'accuracy', 'files'}."""
+    paths = np.array([data.paths[i] for i in indices])
+    if not len(paths):
+        return {'accuracy': 0.0, 'files': 0}
+    files, first, inverse = np.unique(paths, return_index=True, return_inverse=True)
+    pooled = torch.zeros(len(files), probabilities.shape[1]).index_add_(
+        0, torch.from_numpy(inverse.reshape(-1)), probabilities.float())
+    truth = torch.from_numpy(data.labels[np.asarray(indices)[first]])
+    return {'accuracy': float((pooled.argmax(1) == truth).float().mean()), 'files': len(files)}
 
 
 def confusion(predictions, labels, num_classes):
@@ -315,14 +329,16 @@ def linear_probe(model, data, train_indices, device, amp_dtype, kind='linear'):
     probe = fit_probe(features, labels, len(data.classes), kind)
     probe.classes = list(data.classes)
     with torch.no_grad():
-        predictions = {s: probe(f).argmax(1) for s, f in features.items()}
+        logits = {s: probe(f) for s, f in features.items()}
+    predictions = {s: v.argmax(1) for s, v in logits.items()}
+    probabilities = {s: torch.softmax(v, dim=1) for s, v in logits.items()}
     val = _summary(predictions['val'], labels['val'], data.classes)
     test = (_summary(predictions['test'], labels['test'], data.classes) if 'test' in predictions
             else {'accuracy': 0.0, 'per_class': {}})
     return {'val_accuracy': val['accuracy'], 'test_accuracy': test['accuracy'],
             'per_class_test_accuracy': test['per_class'], 'weight_decay': probe.weight_decay,
             'test_predictions': predictions.get('test', torch.zeros(0, dtype=torch.long)),
-            'probe': probe}
+            'probabilities': probabilities, 'probe': probe}
 
 
 def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, probe_kind='linear'):
@@ -340,6 +356,18 @@ def final(model, data, labelled_indices, device, amp_dtype, regime, best_epoch, 
                'probe_val_accuracy': probe['val_accuracy'],
                'probe_test_accuracy': probe['test_accuracy'],
                'probe': probe_name, 'probe_weight_decay': probe['weight_decay']}
+    if data.windowed:       # windows of longer files: each file's windows pooled, too
+        for split in ('val', 'test'):
+            for name, scores in (('head', head[split]['probabilities']),
+                                 ('probe', probe['probabilities'].get(split))):
+                if scores is not None:
+                    pooled = per_file(scores, np.sort(data.splits[split]), data)
+                    results[f'{name}_{split}_accuracy_per_file'] = pooled['accuracy']
+                    results[f'{split}_files'] = pooled['files']
+    reported = 'probe' if regime == 'selfsupervised' else 'head'
+    for split in ('val', 'test'):
+        if f'{reported}_{split}_accuracy_per_file' in results:
+            results[f'{split}_accuracy_per_file'] = results[f'{reported}_{split}_accuracy_per_file']
     if regime == 'selfsupervised':      # the linear evaluation is this regime's result
         results.update(val_accuracy=probe['val_accuracy'], test_accuracy=probe['test_accuracy'],
                        per_class_test_accuracy=probe['per_class_test_accuracy'],

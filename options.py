@@ -6,6 +6,7 @@ import torch
 
 import augmentation
 import checkpoint
+import datacheck
 import dataset
 import evaluation
 import model as model_module
@@ -21,6 +22,11 @@ LR_SCHEDULES = ('cosine', 'constant')
 # options that may change when a run is resumed; everything else comes from its config.json
 RESUMABLE_OVERRIDES = ('device', 'stop_after_epochs', 'stop_after_steps', 'log_every', 'wandb',
                        'cache_dir', 'data_root', 'compile')
+
+
+# what a configuration saved before an option existed meant by it: runs made then load their
+# data as they were trained (evaluate.py, --resume)
+BEFORE_OPTION = {'labelled_windows': 'false'}
 
 
 SAMPLE_RATE = 16000     # the front ends' windows and the augmentations' STFT sizes are set for it
@@ -57,6 +63,16 @@ def check(cfg, regime=None, given=(), resumed=False):
         raise UserError(f'--labelled_per_batch={cfg["labelled_per_batch"]} must be below '
                         f'--batch_size={cfg["batch_size"]} (the rest of each batch comes from '
                         f'the other clips)')
+    if str(cfg['labelled_windows']).lower() != 'auto':
+        try:
+            dataset.labelled_windows_on(cfg['dataset'], cfg['labelled_windows'])
+        except UserError:
+            raise UserError(f'unknown --labelled_windows={cfg["labelled_windows"]}; valid: auto, '
+                            f'true, false') from None
+    one_of('small_classes', datacheck.SMALL_CLASSES)
+    if cfg['labelled_hop'] < 0:
+        raise UserError(f'--labelled_hop must be 0 (the clip length) or more seconds, got '
+                        f'{cfg["labelled_hop"]}')
     if cfg['unlabelled_hop'] < 0 or cfg['skip_silent_windows'] > 0:
         raise UserError('--unlabelled_hop must be 0 (the clip length) or more seconds, and '
                         '--skip_silent_windows a level in dB below full scale (negative, e.g. '
@@ -121,8 +137,7 @@ def check_against_data(cfg, data, train_on):
             print('note: supervised.py trains on the labelled clips only; '
                   '--labelled_per_batch is ignored')
         return
-    labelled = dataset.labelled_subset(data.labels, data.splits['train'], cfg['label_fraction'],
-                                       cfg['label_seed'])
+    labelled = dataset.labelled_clips(data, cfg['label_fraction'], cfg['label_seed'])
     if (cfg.get('pseudo_labels', 'off') != 'off' and len(labelled) == len(data.splits['train'])
             and not len(data.unlabelled)):
         raise UserError(f'--pseudo_labels={cfg["pseudo_labels"]}: every training clip is '
@@ -148,10 +163,26 @@ def check_options_take_effect(cfg, regime=None, given=()):
                         f'{SAMPLE_RATE} Hz; every clip is resampled to {SAMPLE_RATE} Hz whatever '
                         f'its own rate, so leave --sample_rate at {SAMPLE_RATE}')
     check_warmup(cfg['warmup_epochs'], cfg['epochs'])
+    check_data_options(cfg, given)
     names = augmentation_names(cfg)
     if regime in CONTRASTIVE:
         check_views_differ(cfg, names)
     check_augmentation_options_are_read(cfg, names, given)
+
+
+def check_data_options(cfg, given=()):
+    """The labelled-data options act on the datasets they are for."""
+    if cfg['dataset'] != 'folder':
+        for name, off in (('skip_silent', False), ('small_classes', 'refuse')):
+            if cfg[name] != off:
+                raise UserError(f'--{name}={cfg[name]} is for --dataset=folder, whose folders '
+                                f'are checked as they load; the {cfg["dataset"]} dataset is '
+                                f'taken as it is: drop --{name}')
+    if cfg['labelled_hop'] and not dataset.labelled_windows_on(
+            cfg['dataset'], cfg['labelled_windows']):
+        raise UserError(f'--labelled_hop={cfg["labelled_hop"]:g} sets the step between windows of '
+                        f'labelled files, but --labelled_windows is off for --dataset='
+                        f'{cfg["dataset"]}: add --labelled_windows=True, or drop --labelled_hop')
 
 
 def check_warmup(warmup_epochs, epochs):
@@ -223,8 +254,10 @@ def augmentation_options(cfg):
 
 
 def dataset_options(cfg):
-    """Options that only some datasets read."""
-    return {name: cfg[name] for name in dataset.EXTRA_OPTIONS if name in cfg}
+    """Options that only some datasets read (in a configuration saved before one existed,
+    what it meant then: BEFORE_OPTION)."""
+    return {name: cfg[name] if name in cfg else BEFORE_OPTION[name]
+            for name in dataset.EXTRA_OPTIONS if name in cfg or name in BEFORE_OPTION}
 
 
 def resolve_device(name):
@@ -263,7 +296,7 @@ def resumed_config(cfg, given):
                         f'{", ".join("--" + n for n in RESUMABLE_OVERRIDES)} may be given)')
     if (rundir.read_json(run_dir / 'status.json') or {}).get('status') == 'finished':
         raise UserError(f'--resume={cfg["resume"]}: that run has already finished')
-    saved = rundir.read_json(run_dir / 'config.json')
+    saved = {**BEFORE_OPTION, **rundir.read_json(run_dir / 'config.json')}
     saved.pop('regime', None)
     resolved = {**cfg, **saved, 'resume': str(run_dir), 'stop_after_epochs': 0,
                 'stop_after_steps': 0}

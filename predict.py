@@ -6,7 +6,7 @@
              --hop=0 (seconds between windows; 0 = half a clip) --per_window=False
              --device=auto --batch_size=64
 
-Every file given, and every .wav/.flac/.ogg file under a folder given (recursively, sorted),
+Every file given, and every .wav/.flac/.ogg/.mp3 file under a folder given (recursively, sorted),
 is prepared as the training clips were (decoded, mono, resampled to the model's rate,
 rounded to 16 bits: audio.file_windows, the path embed.py shares) and cut into windows of
 the model's clip length `--hop` apart. A file no longer than a clip is one window, the clip

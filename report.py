@@ -36,13 +36,14 @@ from config import UserError
 DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': '', 'paired_on': 'test'}
 REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
 # what runs made before these options existed used (their config.json lacks them)
-EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask'}
+EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask', 'labelled_hop': 0.0,
+                'skip_silent': False, 'small_classes': 'refuse'}
 # runs differing only in these are the same experiment (replicates, or bookkeeping)
 REPLICATES = ('seed', 'test_fold')
 BOOKKEEPING = ('regime', 'dataset', 'label_fraction', 'run_name', 'out_dir', 'resume',
                'init_from', 'data_root', 'cache_dir', 'device', 'wandb', 'log_every',
                'stop_after_epochs', 'stop_after_steps', 'compile', 'download',
-               'skip_bad_files', 'checkpoint_every', 'max_nonfinite_steps')
+               'skip_bad_files', 'checkpoint_every', 'max_nonfinite_steps', 'inspect')
 DEFAULT_PAIR = 'fade,time_mask'
 
 
@@ -79,6 +80,18 @@ def regime_of(results, cfg):
     return regime
 
 
+def labelled_windows(cfg):
+    """'on' or 'off': whether the run cut its labelled files into windows (--labelled_windows:
+    auto is on for --dataset=folder only; runs made before the option read first clips)."""
+    value = str(cfg.get('labelled_windows', 'false'))
+    if value.lower() == 'auto':
+        return 'on' if cfg.get('dataset') == 'folder' else 'off'
+    try:
+        return 'on' if config_module.parse_value('labelled_windows', value, bool) else 'off'
+    except UserError:
+        return value
+
+
 def collect(runs_dir):
     """One record per results.json under `runs_dir`."""
     runs_dir = Path(runs_dir)
@@ -97,6 +110,7 @@ def collect(runs_dir):
             settings['label_seed'] = 'seed'
         for name, value in EARLIER_RUNS.items():
             settings.setdefault(name, value)
+        settings['labelled_windows'] = labelled_windows(cfg)
         records.append({
             'run_dir': path.parent, 'results': results, 'config': cfg,
             'regime': regime_of(results, cfg),

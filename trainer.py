@@ -11,6 +11,7 @@ import torch
 
 import augmentation
 import checkpoint
+import datacheck
 import dataset
 import distributed
 import model as model_module
@@ -27,8 +28,8 @@ class Trainer:
         train_indices = data.splits['train']
         if len(train_indices) == 0 or len(data.splits['val']) == 0:
             raise UserError(f'the {cfg["dataset"]} dataset has no training or no validation clips')
-        self.labelled_indices = dataset.labelled_subset(data.labels, train_indices,
-                                                        cfg['label_fraction'], cfg['label_seed'])
+        self.labelled_indices = dataset.labelled_clips(data, cfg['label_fraction'],
+                                                       cfg['label_seed'])
         self.is_labelled = np.zeros(len(data.labels), dtype=bool)
         self.is_labelled[self.labelled_indices] = True
         if train_on == 'all':           # the dataset's training clips and any unlabelled pool
@@ -94,6 +95,8 @@ class Trainer:
                 f'{data.clip_samples} samples; {len(self.labelled_indices)} labelled '
                 f'({cfg["label_fraction"]:g}), per class: '
                 + ', '.join(f'{c} {n}' for c, n in zip(data.classes, per_class)))
+        if data.windowed or cfg['dataset'] == 'folder':     # files and the clips cut from them
+            line += '\n' + datacheck.table(datacheck.data_counts(data), data.classes)
         if self.labelled_per_batch:
             line += (f'\nbatches: {self.labelled_per_batch} labelled clips in each (random batches '
                      f'would hold {self.labelled_per_batch_on_average:.1f} on average)')

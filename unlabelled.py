@@ -3,21 +3,19 @@ training clips of train.py and selfsupervised.py without a label.
 
     python train.py --dataset=folder --data_root=labelled/ --unlabelled_root=recordings/
 
-Every .wav/.flac/.ogg file under a root (recursively; any rate, channel count and length)
+Every .wav/.flac/.ogg/.mp3 file under a root (recursively; any rate, channel count and length)
 is cut into consecutive windows of the clip length, --unlabelled_hop seconds apart (default:
 the clip length), by audio.windows: a last partial window is kept, zero-padded, when it
 holds at least half a clip; a file shorter than a clip gives one padded window.
 --skip_silent_windows=-50 drops windows whose RMS is below -50 dB full scale. The windows
 are decoded once into a waveform cache per root (memory-mapped; adding files to one root
-re-decodes that root only), the same int16 cache the datasets use.
+re-decodes that root only), the same int16 cache the datasets use (audio.build_windows:
+labelled recordings are cut the same way under --labelled_windows).
 """
 import json
-import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 import audio
 from config import UserError
@@ -57,8 +55,9 @@ def load(roots, cache_dir, sample_rate, clip_samples, hop_seconds=0.0, silence_d
                                 extra=f'pool hop {hop} silence {silence_db:g}')
         folder = (Path(cache_dir).expanduser() / 'waveforms' /
                   f'unlabelled-{root.name or "root"}-{sample_rate}-{clip_samples}-{key}')
-        audio.build_once(folder, lambda: build(folder, files, sample_rate, clip_samples, hop,
-                                               silence_db, skip_bad_files))
+        audio.build_once(folder, lambda: audio.build_windows(folder, files, sample_rate,
+                                                             clip_samples, hop, silence_db,
+                                                             skip_bad_files))
         index = json.loads((folder / 'index.json').read_text())
         if index['skipped'] and not skip_bad_files:
             raise UserError(f'the cached pool {root} skipped {len(index["skipped"])} bad files '
@@ -71,73 +70,6 @@ def load(roots, cache_dir, sample_rate, clip_samples, hop_seconds=0.0, silence_d
         waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
         pools.append((root, waves, index))
     return pools
-
-
-def file_windows(path, sample_rate, clip_samples, hop):
-    """The int16 windows of one file (audio.file_windows: the preparation predict.py and
-    embed.py use), with the start of each in samples."""
-    views, starts = audio.file_windows(path, sample_rate, clip_samples, hop)
-    return [(audio.to_int16(views.numpy()), starts.numpy())]
-
-
-def quiet(windows, silence_db):
-    """Which int16 windows have an RMS below silence_db dB full scale."""
-    if not silence_db:
-        return np.zeros(len(windows), dtype=bool)
-    rms = np.sqrt(np.mean(np.square(windows.astype(np.float32) / 32768), axis=1))
-    return 20 * np.log10(np.maximum(rms, 1e-10)) < silence_db
-
-
-def build(folder, files, sample_rate, clip_samples, hop, silence_db, skip_bad_files):
-    """Decode the windows of every file into folder/waves.npy (+ starts.npy, file.npy and
-    index.json), atomically, a few files at a time in threads."""
-    room = 0
-    for path in files:              # an upper bound on the windows, from the headers
-        try:
-            info = soundfile.info(path)
-            samples = math.ceil(info.frames * sample_rate / info.samplerate)
-        except Exception:           # unreadable: the decode below names it
-            samples = 0
-        room += 1 + max(0, math.ceil((samples - clip_samples) / hop) + 1)
-
-    def decode(path):
-        try:
-            return file_windows(path, sample_rate, clip_samples, hop), None
-        except ValueError as error:
-            return None, str(error)
-
-    workers = audio.decode_workers()
-    with audio.new_cache(folder, room, clip_samples, 'unlabelled windows') as (partial, waves), \
-            ThreadPoolExecutor(workers) as pool:
-        starts, file_numbers, per_file, skipped, silent, count = [], [], [], [], 0, 0
-        # a few files at a time: the decoded windows waiting to be written stay bounded
-        results = (result for first in range(0, len(files), workers)
-                   for result in pool.map(decode, files[first:first + workers]))
-        for number, (spans, error) in enumerate(results):
-            if error is not None:
-                if not skip_bad_files:
-                    raise UserError(f'{files[number]}: {error}. Remove or fix the file, or '
-                                    f'run with --skip_bad_files=True to skip such files.')
-                skipped.append(f'{files[number]}: {error}')
-                per_file.append(0)
-                continue
-            kept_here = 0
-            for rows, row_starts in spans:
-                keep = ~quiet(rows, silence_db)
-                silent += int((~keep).sum())
-                rows, row_starts = rows[keep], row_starts[keep]
-                waves[count:count + len(rows)] = rows
-                count += len(rows)
-                kept_here += len(rows)
-                starts.append(row_starts)
-                file_numbers.append(np.full(len(rows), number, dtype=np.int32))
-            per_file.append(kept_here)
-        np.save(partial / 'starts.npy', np.concatenate(starts or [np.zeros(0, np.int64)]))
-        np.save(partial / 'file.npy', np.concatenate(file_numbers or [np.zeros(0, np.int32)]))
-        (partial / 'index.json').write_text(json.dumps({
-            'files': files, 'windows_per_file': per_file, 'count': count, 'skipped': skipped,
-            'silent': silent, 'sample_rate': sample_rate, 'clip_samples': clip_samples,
-            'hop': hop, 'silence_db': silence_db}))
 
 
 def attach(data, pools):

@@ -1,5 +1,5 @@
 """Bad input meets a clear message before any training, and never touches earlier runs.
-Each case here is a row of the README's table of bad inputs."""
+Each case here is a row of the table of bad inputs in docs/runs.md."""
 import json
 import numpy as np
 import pytest

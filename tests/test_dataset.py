@@ -105,3 +105,17 @@ def test_labelled_subset_is_class_balanced_seeded_and_at_least_one_per_class():
     assert len(dataset.labelled_subset(labels, train, 1.0)) == 160
     with pytest.raises(UserError, match='label_fraction must be in'):
         dataset.labelled_subset(labels, train, 0.0)
+
+
+def test_labelled_subset_of_windows_draws_whole_files():
+    """Windows of one recording are labelled together or not at all, and the fraction
+    counts files: 10 files of 3 windows each at 0.3 label 3 files (9 windows)."""
+    files = [f'f{i // 3}.wav' for i in range(60)]          # 20 files, two classes
+    labels = np.array([0] * 30 + [1] * 30)
+    train = np.arange(60)
+    chosen = dataset.labelled_subset(labels, train, 0.3, seed=4, files=files)
+    picked = {files[i] for i in chosen}
+    assert len(picked) == 6 and len(chosen) == 18
+    assert all(i in chosen for i in train if files[i] in picked)
+    per_window = dataset.labelled_subset(labels, train, 0.3, seed=4)   # without files: windows
+    assert len(per_window) == 18 and len({files[i] for i in per_window}) > 6

@@ -1,5 +1,5 @@
 #!/bin/bash
-# The claims matrix's table, figures and paired differences (README: "The paper's claims at
+# The claims matrix's table, figures and paired differences (docs/reproducing.md: "The paper's claims at
 # three seeds"): each pair 'A,B' prints B minus A seed by seed, then their mean and spread.
 #   bash tools/claims_report.sh [runs folder, default results/claims] [figures, default img]
 set -e
