@@ -25,6 +25,17 @@ Lines (each has `name` and `clips_per_second`):
                           in turn; `ratio`: the speed with them over the speed without
   memory                  peak anonymous memory (RssAnon) and, on CUDA, peak GPU memory;
                           compare runs with --pool_clips=0 and --pool_clips=100000
+  onnx/latency, onnx/batch
+                          with --onnx=True: the CLAR model (head and embedding, as
+                          export.py writes it) in onnxruntime against PyTorch eager, both on
+                          the CPU with the same threads, timed in turn: one clip
+                          (latency_ms, pytorch_latency_ms) and batches of --onnx_batch_size;
+                          `ratio`: onnxruntime's speed over PyTorch's (above 1: faster)
+  onnx/file               its size (size_mib; clips_per_second 0)
+  onnx_int8/latency, onnx_int8/batch, onnx_int8/file
+                          the same for onnxruntime's dynamic int8 quantisation of the file
+                          (--onnx_int8=True); `ratio` over PyTorch, `over_float` over the
+                          float32 file
 """
 import itertools
 import json
@@ -62,6 +73,9 @@ compare_encoders = True       # also time the whole CLAR step with resnet1d agai
 other_regimes = True          # also time the supervised and self-supervised steps (each compiles its own model with --compile)
 cache_clips = 4096            # size of the synthetic waveform cache
 compare_pseudo = True         # also time CLAR steps with pseudo-labels (the weak view's extra forward) against the same steps without
+onnx = True                   # also time the exported ONNX file in onnxruntime against PyTorch eager on the CPU
+onnx_int8 = True              # with --onnx: also its dynamic int8 quantisation (onnxruntime's)
+onnx_batch_size = 64          # the batch of the onnx/batch lines
 pool_clips = 0                # also train CLAR steps from an unlabelled pool of this many synthetic windows (its memory: the `memory` line)
 
 
@@ -201,6 +215,38 @@ def baseline_speeds(waves, device, seconds, clips=3):
             'time_stretch': timed(time_stretch, clips, device, seconds / 4)}
 
 
+def onnx_speeds(cfg, clip_samples, opts, folder):
+    """Speeds of a model built as `cfg` says (random weights, eval mode, float32, on the
+    CPU) in PyTorch eager and, exported by export.py, in onnxruntime (and its int8
+    quantisation with opts['onnx_int8']), called in turn on one clip and on batches of
+    opts['onnx_batch_size']: {'latency' | 'batch': {name: clips per second}} and {name:
+    file size in MiB}."""
+    import export
+    import model as model_module
+    cpu = torch.device('cpu')
+    model = model_module.build(cfg, 10, 'clar').eval()
+    files = {'onnx': folder / 'model.onnx'}
+    export.export_onnx(model, files['onnx'], clip_samples)
+    if opts['onnx_int8']:
+        files['onnx_int8'] = folder / 'model.int8.onnx'
+        export.quantize(files['onnx'], files['onnx_int8'])
+    sessions = {name: export.session(path) for name, path in files.items()}
+    rng = np.random.default_rng(0)
+    speeds = {}
+    for case, batch in (('latency', 1), ('batch', opts['onnx_batch_size'])):
+        waves = (0.1 * rng.standard_normal((batch, clip_samples))).astype(np.float32)
+        tensor = torch.from_numpy(waves)
+
+        def pytorch():
+            with torch.no_grad():
+                out = model(tensor)
+                return torch.softmax(out['logits'], dim=1), out['h']
+        runs = {'pytorch': pytorch, **{name: (lambda s=s: s.run(None, {'waveforms': waves}))
+                                        for name, s in sessions.items()}}
+        speeds[case] = interleaved(runs, batch, cpu, opts['seconds'])
+    return speeds, {name: path.stat().st_size / 2 ** 20 for name, path in files.items()}
+
+
 class FeaturesOnly(torch.nn.Module):
     """The model from its front end's output on: the model-only step feeds spectrograms."""
 
@@ -244,14 +290,18 @@ def main(argv):
     batch = data.batch(np.arange(opts['batch_size']), run_device)
     labelled = torch.ones(opts['batch_size'], dtype=torch.bool, device=run_device)
 
-    def make_trainer(regime, **overrides):
-        script, train_on = regimes[regime]
-        cfg = config_module.script_defaults(vars(script))
+    def config_of(regime, **overrides):
+        cfg = config_module.script_defaults(vars(regimes[regime][0]))
         cfg.update({k: opts[k] for k in ('device', 'dtype', 'compile', 'encoder', 'encoder_width',
                                          'augmentations', 'batch_size', 'channels_last')},
                    **{'clip_seconds': opts['clip_seconds'], 'label_fraction': 1.0, **overrides})
         options.check(cfg)
-        return Trainer(cfg, regime, script.loss, train_on, data, run_device)
+        return cfg
+
+    def make_trainer(regime, **overrides):
+        script, train_on = regimes[regime]
+        return Trainer(config_of(regime, **overrides), regime, script.loss, train_on, data,
+                       run_device)
 
     def step_of(trainer):
         return lambda: trainer.optimise(trainer.make_views(batch[0]), batch[1], labelled)
@@ -306,6 +356,23 @@ def main(argv):
         with_pool, plain = pool_steps(make_trainer, data, opts, Path(scratch.name))
         report('clar_step/pool', with_pool, pool_clips=opts['pool_clips'], views=2,
                ratio=round(with_pool / plain, 3))
+    if opts['onnx']:
+        speeds, sizes = onnx_speeds(config_of('clar'), clip_samples, opts, Path(scratch.name))
+        for name in sizes:
+            latency, batch = speeds['latency'], speeds['batch']
+            over_float = {} if name == 'onnx' else {
+                'over_float': {case: round(speeds[case][name] / speeds[case]['onnx'], 3)
+                               for case in speeds}}
+            report(f'{name}/latency', latency[name], batch_size=1, device='cpu',
+                   latency_ms=round(1000 / latency[name], 2),
+                   pytorch_latency_ms=round(1000 / latency['pytorch'], 2),
+                   ratio=round(latency[name] / latency['pytorch'], 3),
+                   **({'over_float': over_float['over_float']['latency']} if over_float else {}))
+            report(f'{name}/batch', batch[name], batch_size=opts['onnx_batch_size'], device='cpu',
+                   pytorch_clips_per_second=round(batch['pytorch'], 1),
+                   ratio=round(batch[name] / batch['pytorch'], 3),
+                   **({'over_float': over_float['over_float']['batch']} if over_float else {}))
+            report(f'{name}/file', 0.0, size_mib=round(sizes[name], 2))
     memory = memory_mib() or {}
     memory['pool_clips'] = opts['pool_clips']
     if run_device.type == 'cuda':

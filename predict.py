@@ -76,7 +76,8 @@ class Classifier:
     def __init__(self, run, classifier='auto', device='cpu'):
         self.device = torch.device(device)
         self.model, checkpoint, self.file = load_checkpoint(run, self.device)
-        self.regime = checkpoint['regime']
+        self.regime, self.config = checkpoint['regime'], checkpoint['config']
+        self.epoch = checkpoint.get('epoch')
         self.kind = chosen_classifier(classifier, self.regime)
         self.classes = list(checkpoint['classes'])
         self.sample_rate = checkpoint['config']['sample_rate']

@@ -4,6 +4,7 @@ import netrc
 import os
 import secrets
 import string
+import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -54,7 +55,26 @@ def create(cfg, regime):
                 continue
     cfg['run_name'] = run_dir.name
     write_json(run_dir / 'config.json', {'regime': regime, **cfg})
+    write_json(run_dir / 'source.json', source_commit())
     return run_dir
+
+
+def source_commit():
+    """The git commit of the code a run starts from, and whether tracked files had changes
+    not committed (commit None outside a git checkout): export.py passes it on."""
+    folder = Path(__file__).resolve().parent
+
+    def git(*arguments):
+        return subprocess.run(['git', *arguments], cwd=folder, capture_output=True, text=True,
+                              timeout=30)
+    try:
+        head = git('rev-parse', 'HEAD')
+        changes = git('status', '--porcelain', '--untracked-files=no')
+    except (OSError, subprocess.SubprocessError):
+        return {'commit': None, 'dirty': None}
+    if head.returncode:
+        return {'commit': None, 'dirty': None}
+    return {'commit': head.stdout.strip(), 'dirty': bool(changes.stdout.strip())}
 
 
 def checkpoint_path(path):

@@ -40,9 +40,29 @@ def phase_of(stft, power):
     bins, and the first frame, which reflect padding makes even about its centre. Their
     rounding-sized imaginary part has either sign, so torch.angle gave pi or -pi at random,
     and a CPU and a GPU disagreed by 2 pi there."""
-    is_real = stft.imag.square() <= 1e-8 * power
-    phase = torch.where(is_real, torch.where(stft.real < 0, math.pi, 0.0), torch.angle(stft))
+    return phase_of_parts(stft.real, stft.imag, power, torch.angle(stft))
+
+
+def phase_of_parts(real, imag, power, angle):
+    """phase_of on the real and imaginary parts, given their angle (ExportableSpectrogram
+    computes it without complex numbers)."""
+    is_real = imag.square() <= 1e-8 * power
+    phase = torch.where(is_real, torch.where(real < 0, math.pi, 0.0), angle)
     return torch.where(power < POWER_FLOOR, 0.0, phase)
+
+
+def atan2(y, x):
+    """torch.atan2(y, x) from operators that ONNX has (it has no atan2): atan of the smaller
+    magnitude over the larger (a ratio in [0, 1], where atan is accurate), then moved to its
+    octant and quadrant. Agrees with torch.atan2 to a few float32 roundings; 0 at (0, 0)."""
+    ax, ay = x.abs(), y.abs()
+    steep = ay > ax
+    larger = torch.where(steep, ay, ax)
+    ratio = torch.where(steep, ax, ay) / torch.where(larger > 0, larger, 1.0)
+    angle = torch.atan(ratio)
+    angle = torch.where(steep, math.pi / 2 - angle, angle)
+    angle = torch.where(x < 0, math.pi - angle, angle)
+    return torch.where(y < 0, -angle, angle)
 
 
 class Spectrogram(nn.Module):
@@ -52,7 +72,7 @@ class Spectrogram(nn.Module):
         super().__init__()
         if frontend not in FRONTENDS:
             raise ValueError(f'frontend must be one of {FRONTENDS}, got {frontend!r}')
-        self.frontend = frontend
+        self.frontend, self.sample_rate = frontend, sample_rate
         nyquist = sample_rate / 2
         if frontend == 'paper':
             self.n_fft = 2 * BINS - 2           # 254 points -> 128 bins
@@ -115,3 +135,44 @@ def fourier_kernel(frequencies, n_fft, sample_rate):
     angle = 2 * math.pi * frequencies[:, None].double() * time
     window = torch.hann_window(n_fft, dtype=torch.float64)
     return torch.cat([window * torch.cos(angle), -window * torch.sin(angle)]).float()[:, None]
+
+
+class ExportableSpectrogram(Spectrogram):
+    """Spectrogram's three channels from operators that ONNX has, for export.py: no complex
+    numbers, no torch.stft. Each STFT is a strided convolution of the reflect-padded waves
+    with the window times cos and -sin of its bins (fourier_kernel; the `released` rows
+    already are), the phase is atan2 above. The mel STFT of `paper` has a 1024-point frame
+    whose window is the 254-point one zero-padded: it is computed as the 254 windowed
+    samples at the 513 frequencies of a 1024-point FFT, the same frames as the first STFT.
+    That moves where the phase is measured from, not the power the mel bands read.
+    Agrees with Spectrogram to float32 rounding (tests/test_export.py measures it)."""
+
+    def __init__(self, sample_rate=16000, frontend='paper'):
+        super().__init__(sample_rate, frontend)
+        if frontend == 'paper':
+            bins = torch.arange(BINS, dtype=torch.float64) * sample_rate / self.n_fft
+            self.register_buffer('fourier_kernel', fourier_kernel(bins, self.n_fft, sample_rate),
+                                 persistent=False)
+        mel_bins = torch.arange(self.mel_fft // 2 + 1, dtype=torch.float64) * sample_rate / self.mel_fft
+        self.register_buffer('mel_kernel', fourier_kernel(mel_bins, self.n_fft, sample_rate),
+                             persistent=False)
+
+    @torch.no_grad()
+    def forward(self, waveforms):
+        padded = F.pad(waveforms.float()[:, None], (self.n_fft // 2, self.n_fft // 2),
+                       mode='reflect')
+        real, imag = parts(F.conv1d(padded, self.fourier_kernel, stride=HOP))
+        power = real.square() + imag.square()
+        magnitude = 10 * torch.log10(power + POWER_FLOOR)
+        phase = phase_of_parts(real, imag, power, atan2(imag, real))
+        real, imag = parts(F.conv1d(padded, self.mel_kernel, stride=HOP))
+        mel = torch.matmul(self.mel_filters.t(), real.square() + imag.square())
+        log_mel = 10 * torch.log10(mel + POWER_FLOOR)
+        return torch.stack([magnitude, phase, log_mel], dim=1)
+
+
+def parts(convolved):
+    """The real and imaginary halves of a convolution with a fourier_kernel (slices: chunk
+    would export as a sequence of tensors)."""
+    half = convolved.shape[1] // 2
+    return convolved[:, :half], convolved[:, half:]
