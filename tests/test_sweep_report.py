@@ -326,10 +326,13 @@ def test_keep_results_copies_the_small_files_only(tmp_path):
         (run / name).write_text(name)
     (tmp_path / 'runs' / 'sweep' / 'unfinished').mkdir()
     (tmp_path / 'runs' / 'sweep' / 'unfinished' / 'config.json').write_text('{}')
+    (tmp_path / 'runs' / 'sweep' / 'choice.md').write_text('| rank |')   # choose_augmentations.py
+    (tmp_path / 'runs' / 'sweep' / '.sweep.lock').write_text('')
     assert keep_results.keep(tmp_path / 'runs', tmp_path / 'kept') == 1
     kept = tmp_path / 'kept' / 'sweep' / 'clar-x-s0'
     assert sorted(p.name for p in kept.iterdir()) == ['config.json', 'metrics.jsonl', 'results.json']
     assert not (tmp_path / 'kept' / 'sweep' / 'unfinished').exists()
+    assert sorted(p.name for p in kept.parent.iterdir()) == ['choice.md', 'clar-x-s0']
 
 
 def test_paired_differences_by_seed(tmp_path):
