@@ -255,6 +255,6 @@ def test_per_class_statistics_agree_across_processes(tmp_path):
     assert torch.equal(ranks[0]['thresholds'], ranks[1]['thresholds'])
     assert torch.equal(ranks[0]['counts'], ranks[1]['counts'])
     remembered = set(np.flatnonzero(ranks[0]['memory'].numpy() >= 0))
-    for got in ranks:           # a threshold of 0.34 with 3 classes: every unlabelled row counts
+    for got in ranks:           # every unlabelled row of both shares is remembered
         assert set(got['mine'].tolist()) <= remembered
     assert ranks[0]['counts'][0] == len(ranks[0]['mine']) + len(ranks[1]['mine'])
