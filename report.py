@@ -388,7 +388,9 @@ def convergence_metric(records):
 def curve_lines(records):
     """The lines of plot_curves: (run number, label, epochs, accuracies in %, line style)
     for every run with metrics.jsonl: its head (solid) and, where metrics.jsonl has the
-    diagnostics, the linear probes on h (dashed) and on p (dotted)."""
+    diagnostics, the linear probes on h (dashed) and on p (dotted); for runs with
+    pseudo-labels, how many of them were right (dash-dot) and the share of unlabelled clips
+    above the threshold (sparse dots), both in %."""
     lines = []
     runs = sorted((r for r in records if r['metrics']), key=lambda r: (r['regime'], -r['fraction']))
     for number, record in enumerate(runs):
@@ -402,6 +404,13 @@ def curve_lines(records):
             if all(key in m for m in record['metrics']):
                 lines.append((number, f'{name}: {what}', epochs,
                               [100 * m[key] for m in record['metrics']], style))
+        # pseudo-labels (train.py --pseudo_labels): from the epochs that had them
+        for key, what, style in (('pseudo_accuracy', 'pseudo-labels right', '-.'),
+                                 ('pseudo_share_confident', 'share above the threshold', (0, (1, 3)))):
+            had = [m for m in record['metrics'] if key in m]
+            if had:
+                lines.append((number, f'{name}: {what}', [m['epoch'] for m in had],
+                              [100 * m[key] for m in had], style))
     return lines
 
 
@@ -417,7 +426,8 @@ def plot_curves(records, path):
     for number, label, epochs, values, style in lines:
         axes[0].plot(epochs, values, style, color=colours[number % len(colours)], label=label)
     axes[0].set_xlabel('epoch')
-    axes[0].set_ylabel('validation accuracy (%)')
+    axes[0].set_ylabel('validation accuracy (%)' + (', pseudo-labels (%)' if any(
+        'pseudo' in label for _, label, _, _, _ in lines) else ''))
     axes[0].grid(alpha=0.3)
     if many:
         axes[0].legend(fontsize=6.5, loc='upper left', bbox_to_anchor=(1.01, 1.0))

@@ -293,14 +293,17 @@ def test_report_draws_each_run_with_its_probe_diagnostics(tmp_path):
     fabricate(tmp_path / 'runs', 'supervised', 'fsdd', 1.0, 0, 0.9, 0.9, curve=[0.5, 0.9])
     with open(tmp_path / 'runs' / 'clar-fsdd-0.1-fade,time_mask-resnet2d-0' / 'metrics.jsonl', 'w') as out:
         for epoch, (head, h, p) in enumerate([(0.4, 0.6, 0.5), (0.6, 0.7, 0.7)]):
-            out.write(json.dumps({'epoch': epoch + 1, 'val_accuracy': head,
+            pseudo = {'pseudo_accuracy': 0.9, 'pseudo_share_confident': 0.25} if epoch else {}
+            out.write(json.dumps({'epoch': epoch + 1, 'val_accuracy': head, **pseudo,
                                   'probe_h_val_accuracy': h, 'probe_p_val_accuracy': p}) + '\n')
     lines = report.curve_lines(report.collect(tmp_path / 'runs'))
-    assert [(label, values, style) for _, label, _, values, style in lines] == [
-        ('clar fsdd, 10 % labels: head', [40.0, 60.0], '-'),
-        ('clar fsdd, 10 % labels: linear probe on h', [60.0, 70.0], '--'),
-        ('clar fsdd, 10 % labels: linear probe on p', [50.0, 70.0], ':'),
-        ('supervised fsdd, 100 % labels: head', [50.0, 90.0], '-')]
+    assert [(label, epochs, values, style) for _, label, epochs, values, style in lines] == [
+        ('clar fsdd, 10 % labels: head', [1, 2], [40.0, 60.0], '-'),
+        ('clar fsdd, 10 % labels: linear probe on h', [1, 2], [60.0, 70.0], '--'),
+        ('clar fsdd, 10 % labels: linear probe on p', [1, 2], [50.0, 70.0], ':'),
+        ('clar fsdd, 10 % labels: pseudo-labels right', [2], [90.0], '-.'),
+        ('clar fsdd, 10 % labels: share above the threshold', [2], [25.0], (0, (1, 3))),
+        ('supervised fsdd, 100 % labels: head', [1, 2], [50.0, 90.0], '-')]
     assert report.main([str(tmp_path / 'runs'), f'--out={tmp_path / "img"}',
                         f'--curves={tmp_path / "curves.png"}']) == 0
     assert (tmp_path / 'curves.png').stat().st_size > 5000
