@@ -424,7 +424,8 @@ def plot_curves(records, path):
     plt, figure, axes = _figure(1, width=11.5 if many else 7.5, height=4.5)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for number, label, epochs, values, style in lines:
-        axes[0].plot(epochs, values, style, color=colours[number % len(colours)], label=label)
+        axes[0].plot(epochs, values, linestyle=style, color=colours[number % len(colours)],
+                     label=label)
     axes[0].set_xlabel('epoch')
     axes[0].set_ylabel('validation accuracy (%)' + (', pseudo-labels (%)' if any(
         'pseudo' in label for _, label, _, _, _ in lines) else ''))
