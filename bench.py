@@ -19,6 +19,10 @@ Lines (each has `name` and `clips_per_second`):
   clar_step/pool          with --pool_clips=N: CLAR steps drawn from the data plus an
                           unlabelled pool of N windows (1 % labels, --labelled_per_batch);
                           `ratio`: its speed over the same steps without the pool
+  clar_step/pseudo_off, clar_step/pseudo, clar_step/pseudo_ema
+                          with --compare_pseudo: CLAR steps at 10 % labels without and with
+                          pseudo-labels (--pseudo_labels=fixed; and with an EMA teacher), timed
+                          in turn; `ratio`: the speed with them over the speed without
   memory                  peak anonymous memory (RssAnon) and, on CUDA, peak GPU memory;
                           compare runs with --pool_clips=0 and --pool_clips=100000
   onnx/latency, onnx/batch
@@ -68,6 +72,7 @@ baselines = True              # also time torchaudio's per-clip pitch shift and 
 compare_encoders = True       # also time the whole CLAR step with resnet1d against resnet2d
 other_regimes = True          # also time the supervised and self-supervised steps (each compiles its own model with --compile)
 cache_clips = 4096            # size of the synthetic waveform cache
+compare_pseudo = True         # also time CLAR steps with pseudo-labels (the weak view's extra forward) against the same steps without
 onnx = True                   # also time the exported ONNX file in onnxruntime against PyTorch eager on the CPU
 onnx_int8 = True              # with --onnx: also its dynamic int8 quantisation (onnxruntime's)
 onnx_batch_size = 64          # the batch of the onnx/batch lines
@@ -153,16 +158,33 @@ def pool_steps(make_trainer, data, opts, folder):
     with_pool = make_trainer('clar', label_fraction=0.01,
                              labelled_per_batch=max(1, opts['batch_size'] // 8))
 
-    def step_of(trainer):
-        batches = itertools.cycle(trainer.epoch_batches(0))
-
-        def step():
-            waves, labels, labelled = trainer.load_batch(next(batches))
-            trainer.optimise(trainer.make_views(waves), labels, labelled)
-        return step
-    speeds = interleaved({'pool': step_of(with_pool), 'plain': step_of(plain)},
+    speeds = interleaved({'pool': batch_steps(with_pool), 'plain': batch_steps(plain)},
                          plain.global_batch, plain.device, opts['seconds'])
     return speeds['pool'], speeds['plain']
+
+
+def batch_steps(trainer):
+    """A CLAR step as the training loop takes it, over the trainer's own batches: their
+    labelled rows and, for pseudo-labels, the clean waveforms and clip indices."""
+    batches = itertools.cycle(trainer.epoch_batches(0))
+
+    def step():
+        indices = next(batches)
+        waves, labels, labelled = trainer.load_batch(indices)
+        trainer.optimise(trainer.make_views(waves), labels, labelled, clean=waves,
+                         clips=trainer.clips_of(indices))
+    return step
+
+
+def pseudo_steps(make_trainer, opts, device):
+    """Clips per second of CLAR steps at 10 % of the labels with and without pseudo-labels,
+    timed in turn: {'plain', 'pseudo', 'pseudo_ema'}."""
+    trainers = {'plain': make_trainer('clar', label_fraction=0.1),
+                'pseudo': make_trainer('clar', label_fraction=0.1, pseudo_labels='fixed'),
+                'pseudo_ema': make_trainer('clar', label_fraction=0.1, pseudo_labels='fixed',
+                                           ema_decay=0.99)}
+    return interleaved({name: batch_steps(t) for name, t in trainers.items()},
+                       trainers['plain'].global_batch, device, opts['seconds'])
 
 
 def baseline_speeds(waves, device, seconds, clips=3):
@@ -324,6 +346,12 @@ def main(argv):
         for name, speed in baseline_speeds(waves, run_device, opts['seconds']).items():
             batched = next(l['clips_per_second'] for l in lines if l['name'] == f'augment/{name}')
             report(f'baseline/{name}', speed, ratio=round(batched / speed, 1))
+    if opts['compare_pseudo']:
+        speeds = pseudo_steps(make_trainer, opts, run_device)
+        report('clar_step/pseudo_off', speeds['plain'], views=2, label_fraction=0.1)
+        for name in ('pseudo', 'pseudo_ema'):
+            report(f'clar_step/{name}', speeds[name], views=2, label_fraction=0.1,
+                   ratio=round(speeds[name] / speeds['plain'], 3))
     if opts['pool_clips']:
         with_pool, plain = pool_steps(make_trainer, data, opts, Path(scratch.name))
         report('clar_step/pool', with_pool, pool_clips=opts['pool_clips'], views=2,

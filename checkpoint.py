@@ -121,6 +121,7 @@ def training_state(trainer, progress, rng):
             'scheduler': trainer.scheduler.state_dict(), 'scaler': trainer.scaler.state_dict(),
             **{f.name: getattr(progress, f.name) for f in fields(progress)},
             'rng': rng, 'world_size': trainer.world_size,
+            'pseudo_labels': trainer.pseudo.state_dict() if trainer.pseudo is not None else {},
             'config': trainer.cfg, 'regime': trainer.regime, 'classes': trainer.data.classes,
             'clip_samples': trainer.data.clip_samples}
 
@@ -150,6 +151,8 @@ def restore(path, trainer, progress):
     trainer.optimizer.load_state_dict(state['optimizer'])
     trainer.scheduler.load_state_dict(state['scheduler'])
     trainer.scaler.load_state_dict(state['scaler'])
+    if trainer.pseudo is not None:
+        trainer.pseudo.load_state_dict(state['pseudo_labels'])
     for f in fields(progress):
         setattr(progress, f.name, state[f.name])
     progress.sums = {k: v.to(trainer.device) for k, v in progress.sums.items()}

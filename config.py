@@ -71,6 +71,8 @@ SCRIPT_OPTION_TYPES = {
     'weight_decay': float, 'warmup_epochs': int,
     'augmentations': str,
     'ce_weight': float, 'temperature': float, 'probe': str, 'class_input': str, 'heads': str,
+    'pseudo_labels': str, 'pseudo_threshold': float, 'pseudo_weight': float,
+    'pseudo_start_epoch': int, 'pseudo_weak_view': str, 'ema_decay': float,
 }
 
 

@@ -49,6 +49,15 @@ def gather_with_grad(tensor):
     return torch.cat(distributed_functional.all_gather(tensor.contiguous(), group=dist.group.WORLD))
 
 
+def all_gather_tensors(tensor):
+    """Every process's `tensor` (the same shape on each), in rank order; [tensor] alone."""
+    if not active():
+        return [tensor]
+    gathered = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, tensor.contiguous())
+    return gathered
+
+
 def all_gather_objects(value):
     """Every process's `value` (any picklable object), in rank order; [value] when alone."""
     if not active():

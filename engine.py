@@ -51,6 +51,7 @@ def main(namespace, regime, loss, train_on, argv=None):
     def go():
         source = namespace.get('__file__', sys.argv[0])
         arguments = sys.argv[1:] if argv is None else argv
+        refuse_options_of_other_scripts(arguments, config_module.defaults_of(namespace), regime)
         cfg = config_module.parse_args(config_module.script_defaults(namespace), arguments,
                                        sources=[source], program=os.path.basename(source),
                                        own=config_module.defaults_of(namespace))
@@ -61,6 +62,23 @@ def main(namespace, regime, loss, train_on, argv=None):
             print(stop, file=sys.stderr)
             sys.exit(0 if stop.requested else 3)
     return config_module.exit_on_user_error(go)
+
+
+def refuse_options_of_other_scripts(arguments, own, regime):
+    """An option that another training script sets at its top and this one lacks (e.g.
+    train.py's --pseudo_labels given to supervised.py) gets a message saying whose it is,
+    rather than the parser's 'unknown option'."""
+    import importlib
+    known = set(config_module.SHARED) | set(own)
+    for argument in arguments:
+        name = argument[2:].split('=', 1)[0] if argument.startswith('--') else ''
+        if not name or name in known:
+            continue
+        for other, script in SCRIPTS.items():
+            if other != regime and name in config_module.defaults_of(
+                    vars(importlib.import_module(script[:-3]))):
+                raise UserError(f'--{name} is an option of {script} ({other}) only; '
+                                f'{SCRIPTS[regime]} does not read it: drop it, or run {script}')
 
 
 def run(cfg, regime, loss_fn, train_on, given=()):
@@ -161,7 +179,9 @@ def train(trainer, progress, logger, run_dir, stop):
         last = time.time()
         for batch_indices in batches[progress.batch:]:
             waves, labels, labelled = trainer.load_batch(batch_indices)
-            finite, logs = trainer.optimise(trainer.make_views(waves), labels, labelled)
+            finite, logs = trainer.optimise(trainer.make_views(waves), labels, labelled,
+                                            clean=waves, clips=trainer.clips_of(batch_indices),
+                                            epoch=progress.epoch)
             now = time.time()
             progress.count(finite, logs, len(batch_indices), now - last)
             bar.update()
@@ -227,6 +247,8 @@ def stop_if_not_finite(in_row, progress, cfg, run_dir):
 def log_step(trainer, progress, logs, logger, bar):
     """The step's losses and learning rate: to the progress bar and to wandb."""
     record = {name: value.item() for name, value in logs.items()}
+    if trainer.pseudo is not None:      # since the last validation
+        record.update(trainer.pseudo.window_summary())
     rate = progress.clips_seen / max(progress.train_seconds, 1e-9)
     bar.set_postfix(loss=f'{record["loss"]:.3f}', clips_s=f'{rate:.0f}')
     logger.step(progress.step, {**{f'train/{k}': v for k, v in record.items()},
@@ -246,6 +268,8 @@ def validate(trainer, progress, logger, run_dir):
               'learning_rate': trainer.learning_rate(), 'seconds': progress.epoch_seconds,
               'skipped_steps': int(progress.skipped)}
     progress.new_record()
+    if trainer.pseudo is not None:
+        record.update(trainer.pseudo.window_summary(reset=True))
     evaluation.recalibrate_batchnorm(trainer.model, trainer.data, trainer.step_indices,
                                      trainer.device, trainer.amp_dtype,
                                      cfg['batchnorm_batches'], cfg['batch_size'])
@@ -287,6 +311,8 @@ def finish(trainer, progress, logger, run_dir, started):
             results[f'head_train_{name}_accuracy'] = evaluation.head_accuracy(
                 trainer.model, data, trainer.labelled_indices, trainer.device,
                 trainer.amp_dtype, augment)
+    if trainer.pseudo is not None:
+        results.update(trainer.pseudo.summary())
     results.update({'regime': trainer.regime, 'dataset': cfg['dataset'],
                     'label_fraction': cfg['label_fraction'],
                     'labelled_clips': int(len(trainer.labelled_indices)),

@@ -193,6 +193,16 @@ def masked_cross_entropy(logits, labels, labelled):
         return (losses * weights).sum() / weights.sum().clamp(min=1)
 
 
+def pseudo_cross_entropy(logits, targets, confident, unlabelled):
+    """Cross-entropy of `logits` against the pseudo-label `targets` on the confident
+    unlabelled rows, divided by the number of unlabelled rows (so the term shrinks with
+    the share above the threshold, as in FixMatch), in float32; zero without any."""
+    with without_autocast(logits):
+        losses = F.cross_entropy(logits.float(), targets.clamp(min=0), reduction='none')
+        used = (confident & unlabelled).float()
+        return (losses * used).sum() / unlabelled.float().sum().clamp(min=1)
+
+
 def global_nt_xent(z1, z2, temperature=0.5):
     """nt_xent over the embeddings of every process, so that under torchrun the negatives
     span the global batch (the released code used each GPU's own batch only)."""

@@ -11,6 +11,7 @@ import dataset
 import evaluation
 import model as model_module
 import optim
+import pseudolabels
 import rundir
 from config import UserError
 from spectograms import FRONTENDS
@@ -79,6 +80,8 @@ def check(cfg, regime=None, given=(), resumed=False):
     for name in ('encoder_width', 'learning_rate', 'temperature'):
         if name in cfg and cfg[name] <= 0:
             raise UserError(f'--{name} must be positive, got {cfg[name]}')
+    if 'pseudo_labels' in cfg:
+        check_pseudo_labels(cfg, given)
     try:
         augmentation.draw(augmentation_names(cfg), 2, 1000, cfg['sample_rate'],
                           torch.Generator(), **augmentation_options(cfg))
@@ -93,6 +96,38 @@ def check(cfg, regime=None, given=(), resumed=False):
         rundir.check_wandb(cfg['wandb'])
 
 
+PSEUDO_OPTIONS = ('pseudo_threshold', 'pseudo_weight', 'pseudo_start_epoch',
+                  'pseudo_weak_view', 'ema_decay')
+
+
+def check_pseudo_labels(cfg, given=()):
+    """train.py's pseudo-label options: values in range, and none set while the term is off."""
+    if cfg['pseudo_labels'] not in pseudolabels.MODES:
+        raise UserError(f'unknown --pseudo_labels={cfg["pseudo_labels"]}; valid: '
+                        f'{", ".join(pseudolabels.MODES)}')
+    if cfg['pseudo_weak_view'] not in pseudolabels.WEAK_VIEWS:
+        raise UserError(f'unknown --pseudo_weak_view={cfg["pseudo_weak_view"]}; valid: '
+                        f'{", ".join(pseudolabels.WEAK_VIEWS)}')
+    if not 0 < cfg['pseudo_threshold'] <= 1:
+        raise UserError(f'--pseudo_threshold must be in (0, 1] (a class probability), got '
+                        f'{cfg["pseudo_threshold"]}')
+    if cfg['pseudo_weight'] < 0:
+        raise UserError(f'--pseudo_weight must be 0 or more, got {cfg["pseudo_weight"]}')
+    if not 0 <= cfg['ema_decay'] < 1:
+        raise UserError(f'--ema_decay must be in [0, 1) (0: no moving average; 1 would never '
+                        f'move), got {cfg["ema_decay"]}')
+    if cfg['pseudo_start_epoch'] < 0:
+        raise UserError(f'--pseudo_start_epoch must be 0 or more, got {cfg["pseudo_start_epoch"]}')
+    if cfg['pseudo_labels'] == 'off':
+        set_here = [n for n in PSEUDO_OPTIONS if n in given]
+        if set_here:
+            raise UserError(f'--{set_here[0]} is read only with pseudo-labels on; add '
+                            f'--pseudo_labels=fixed (or per_class), or leave --{set_here[0]} out')
+    elif not cfg['steps'] and cfg['pseudo_start_epoch'] >= cfg['epochs']:
+        raise UserError(f'--pseudo_start_epoch={cfg["pseudo_start_epoch"]} is not below '
+                        f'--epochs={cfg["epochs"]}: pseudo-labels would never join the loss')
+
+
 def check_against_data(cfg, data, train_on):
     """Checks that need the loaded data, still before the run directory is made; and a
     suggestion where labels would drown in an unlabelled pool."""
@@ -103,6 +138,11 @@ def check_against_data(cfg, data, train_on):
                   '--labelled_per_batch is ignored')
         return
     labelled = dataset.labelled_clips(data, cfg['label_fraction'], cfg['label_seed'])
+    if (cfg.get('pseudo_labels', 'off') != 'off' and len(labelled) == len(data.splits['train'])
+            and not len(data.unlabelled)):
+        raise UserError(f'--pseudo_labels={cfg["pseudo_labels"]}: every training clip is '
+                        f'labelled (--label_fraction={cfg["label_fraction"]:g}, no '
+                        f'--unlabelled_root), so there is nothing to pseudo-label')
     if per_batch > len(labelled):
         raise UserError(f'--labelled_per_batch={per_batch} is more than the {len(labelled)} '
                         f'labelled clips (a batch may not hold a clip twice); lower it')

@@ -17,7 +17,10 @@ metrics.jsonl beside it, and writes:
   - with --curves=path.png: every run's validation accuracy per epoch, its head's and the
     linear probes' on h and p (metrics.jsonl's diagnostics);
   - with --paired='A*,B*' (several pairs separated by ;): the runs whose names match B
-    against those matching A, paired by seed, and the mean and spread of the differences.
+    against those matching A, paired by seed, and the mean and spread of the differences,
+    on the test split or, with --paired_on=val, on validation (where choices are made);
+  - for runs with pseudo-labels, a second table: validation accuracy, the share of
+    unlabelled clips above the threshold and the pseudo-labels' accuracy.
 A figure without the runs it needs is skipped with a note.
 """
 import json
@@ -30,7 +33,7 @@ import numpy as np
 import config as config_module
 from config import UserError
 
-DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': ''}
+DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': '', 'paired_on': 'test'}
 REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
 # what runs made before these options existed used (their config.json lacks them)
 EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask', 'labelled_hop': 0.0,
@@ -117,6 +120,9 @@ def collect(runs_dir):
             'test': float(results['test_accuracy']),
             'probe': (float(results['probe_test_accuracy'])
                       if results.get('probe_test_accuracy') is not None else None),
+            'val': float(results.get('val_accuracy', float('nan'))),
+            'probe_val': (float(results['probe_val_accuracy'])
+                          if results.get('probe_val_accuracy') is not None else None),
             'source': short_source(results.get('test_accuracy_from')),
             'settings': settings, 'metrics': _metrics(path.parent)})
     _set_variants(records)
@@ -222,6 +228,27 @@ def markdown_table(records):
         'for runs with --probe=mlp) for every regime. Weights chosen on the validation split; the test split is used once. '
         '"finetune" = supervised training initialised from a self-supervised run.')
     return explanation + '\n\n' + '\n'.join(lines) + '\n'
+
+
+def pseudo_label_table(records):
+    """For runs with pseudo-labels (train.py --pseudo_labels): per row of the main table
+    and label fraction, the best validation accuracy, the share of unlabelled clips above
+    the threshold and the pseudo-labels' accuracy on the hidden labels (mean ± std over
+    seeds); '' when no run has them."""
+    pseudo = [r for r in records if 'pseudo_share_confident' in r['results']]
+    if not pseudo:
+        return ''
+    lines = ['| dataset | variant | labels | runs | best validation | share above the threshold '
+             '| pseudo-label accuracy |', '|---|---|---|---|---|---|---|']
+    for (dataset, _, variant), cells in rows(pseudo).items():
+        for fraction, group in sorted(cells.items(), reverse=True):
+            values = [mean_std([r['results'].get(k) for r in group]) for k in
+                      ('val_accuracy', 'pseudo_share_confident', 'pseudo_accuracy')]
+            lines.append(f'| {dataset} | {variant_text(variant)} | {100 * fraction:g} % | '
+                         f'{len(group)} | ' + ' | '.join(_percent(*v[:2]) for v in values) + ' |')
+    return ('\nPseudo-labels (train.py --pseudo_labels), over the steps with the term: the share '
+            'of unlabelled clips whose weak view reached the threshold, and how many of those '
+            'pseudo-labels were right, on the hidden labels.\n\n' + '\n'.join(lines) + '\n')
 
 
 # ---------------------------------------------------------------- figures
@@ -361,7 +388,9 @@ def convergence_metric(records):
 def curve_lines(records):
     """The lines of plot_curves: (run number, label, epochs, accuracies in %, line style)
     for every run with metrics.jsonl: its head (solid) and, where metrics.jsonl has the
-    diagnostics, the linear probes on h (dashed) and on p (dotted)."""
+    diagnostics, the linear probes on h (dashed) and on p (dotted); for runs with
+    pseudo-labels, how many of them were right (dash-dot) and the share of unlabelled clips
+    above the threshold (sparse dots), both in %."""
     lines = []
     runs = sorted((r for r in records if r['metrics']), key=lambda r: (r['regime'], -r['fraction']))
     for number, record in enumerate(runs):
@@ -375,6 +404,13 @@ def curve_lines(records):
             if all(key in m for m in record['metrics']):
                 lines.append((number, f'{name}: {what}', epochs,
                               [100 * m[key] for m in record['metrics']], style))
+        # pseudo-labels (train.py --pseudo_labels): from the epochs that had them
+        for key, what, style in (('pseudo_accuracy', 'pseudo-labels right', '-.'),
+                                 ('pseudo_share_confident', 'share above the threshold', (0, (1, 3)))):
+            had = [m for m in record['metrics'] if key in m]
+            if had:
+                lines.append((number, f'{name}: {what}', [m['epoch'] for m in had],
+                              [100 * m[key] for m in had], style))
     return lines
 
 
@@ -388,9 +424,11 @@ def plot_curves(records, path):
     plt, figure, axes = _figure(1, width=11.5 if many else 7.5, height=4.5)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for number, label, epochs, values, style in lines:
-        axes[0].plot(epochs, values, style, color=colours[number % len(colours)], label=label)
+        axes[0].plot(epochs, values, linestyle=style, color=colours[number % len(colours)],
+                     label=label)
     axes[0].set_xlabel('epoch')
-    axes[0].set_ylabel('validation accuracy (%)')
+    axes[0].set_ylabel('validation accuracy (%)' + (', pseudo-labels (%)' if any(
+        'pseudo' in label for _, label, _, _, _ in lines) else ''))
     axes[0].grid(alpha=0.3)
     if many:
         axes[0].legend(fontsize=6.5, loc='upper left', bbox_to_anchor=(1.01, 1.0))
@@ -401,11 +439,13 @@ def plot_curves(records, path):
     _save(plt, figure, path)
 
 
-def paired_differences(records, baseline, other):
+def paired_differences(records, baseline, other, split='test'):
     """Runs whose names match the shell pattern `baseline` against those matching `other`,
-    paired by seed: a markdown table of each pair's test accuracy (head and probe) and the
-    difference, and the mean and sample standard deviation of the differences."""
+    paired by seed: a markdown table of each pair's accuracy on `split` (test or val; head
+    and probe) and the difference, and the mean and sample standard deviation of the
+    differences."""
     import fnmatch
+    head, probe = ('test', 'probe') if split == 'test' else ('val', 'probe_val')
 
     def by_seed(pattern):
         found = {}
@@ -419,15 +459,16 @@ def paired_differences(records, baseline, other):
     seeds = sorted(set(first) & set(second))
     if not seeds:
         raise UserError(f'--paired: no seed has a run matching {baseline!r} and one matching {other!r}')
-    lines = [f'| seed | {baseline}: test / probe | {other}: test / probe | difference: test / probe |',
-             '|---|---|---|---|']
+    what = 'test' if split == 'test' else 'validation'
+    lines = [f'| seed | {baseline}: {what} / probe | {other}: {what} / probe | '
+             f'difference: {what} / probe |', '|---|---|---|---|']
     differences = []
     for seed in seeds:
         a, b = first[seed], second[seed]
-        change = (b['test'] - a['test'], (b['probe'] or 0) - (a['probe'] or 0))
+        change = (b[head] - a[head], (b[probe] or 0) - (a[probe] or 0))
         differences.append(change)
-        lines.append(f'| {seed} | {100 * a["test"]:.1f} / {100 * (a["probe"] or 0):.1f} | '
-                     f'{100 * b["test"]:.1f} / {100 * (b["probe"] or 0):.1f} | '
+        lines.append(f'| {seed} | {100 * a[head]:.1f} / {100 * (a[probe] or 0):.1f} | '
+                     f'{100 * b[head]:.1f} / {100 * (b[probe] or 0):.1f} | '
                      f'{100 * change[0]:+.1f} / {100 * change[1]:+.1f} |')
     summary = []
     for k in (0, 1):
@@ -486,7 +527,9 @@ def parse_command_line(argv):
 def main(argv=None):
     runs_dir, options = parse_command_line(sys.argv[1:] if argv is None else argv)
     records = collect(runs_dir)
-    table = markdown_table(records)
+    if options['paired_on'] not in ('test', 'val'):
+        raise UserError(f'--paired_on must be test or val, got {options["paired_on"]}')
+    table = markdown_table(records) + pseudo_label_table(records)
     print(f'{len(records)} finished runs under {runs_dir}\n')
     print(table)
     if options['table']:
@@ -505,7 +548,7 @@ def main(argv=None):
     for pair in filter(None, options['paired'].split(';')):
         baseline, _, other = pair.partition(',')
         print(f'\npaired by seed: {other} against {baseline}\n')
-        print(paired_differences(records, baseline.strip(), other.strip()))
+        print(paired_differences(records, baseline.strip(), other.strip(), options['paired_on']))
     if options['curves']:
         note = plot_curves(records, Path(options['curves']))
         print(f'note: {note}' if note else f'figure written to {options["curves"]}')

@@ -505,6 +505,20 @@ def main(argv=None):
         counts = _counts(outcomes)
         print(f'dry run: {counts}; nothing was changed')
         return 0
+    outcomes, stop = run_locked(runs, sweep_dir, options['max_runs'], {
+        'argv': sys.argv if argv is None else argv, 'config_path': str(config_path),
+        'config': cfg})
+    print(f'sweep {config_path.stem}: {_counts(outcomes)}\n  results: python report.py {sweep_dir}')
+    if stop:
+        print(f'stopped by {stop}; run the same command again to continue')
+        return STOPPED
+    return 1 if any(o in ('failed', 'conflict', 'blocked') for o in outcomes.values()) else 0
+
+
+def run_locked(runs, sweep_dir, max_runs=0, history=None):
+    """Run what each run needs (execute), holding sweep_dir's lock, with a line about the
+    sweep in sweep_dir/sweeps.jsonl; a signal is passed to the running run. Returns
+    (outcomes, the name of the signal that stopped the sweep or None)."""
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -515,26 +529,20 @@ def main(argv=None):
     except BlockingIOError:
         raise UserError(f'another sweep (or a run it started) is still working in {sweep_dir}; '
                         f'wait for it, or stop it first') from None
-    with open(sweep_dir / 'sweeps.jsonl', 'a') as history:
-        history.write(json.dumps({'time': time.strftime('%Y-%m-%d %H:%M:%S'),
-                                  'argv': sys.argv if argv is None else argv,
-                                  'config_path': str(config_path), 'config': cfg,
-                                  'runs': [r.name for r in runs]}) + '\n')
+    with open(sweep_dir / 'sweeps.jsonl', 'a') as log:
+        log.write(json.dumps({'time': time.strftime('%Y-%m-%d %H:%M:%S'), **(history or {}),
+                              'runs': [r.name for r in runs]}) + '\n')
     # the lock travels with each run (pass_fds), so it outlives a killed sweep until its run ends
     launch = Launcher(keep_fds=[lock.fileno()])
     previous = {number: signal.signal(number, launch.forward)
                 for number in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outcomes = execute(runs, sweep_dir, launch, max_runs=options['max_runs'])
+        outcomes = execute(runs, sweep_dir, launch, max_runs=max_runs)
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
         lock.close()
-    print(f'sweep {config_path.stem}: {_counts(outcomes)}\n  results: python report.py {sweep_dir}')
-    if launch.stop:
-        print(f'stopped by {launch.stop}; run the same command again to continue')
-        return STOPPED
-    return 1 if any(o in ('failed', 'conflict', 'blocked') for o in outcomes.values()) else 0
+    return outcomes, launch.stop
 
 
 def _counts(outcomes):

@@ -17,6 +17,7 @@ import distributed
 import model as model_module
 import optim
 import options
+import pseudolabels
 from config import UserError
 
 
@@ -79,6 +80,11 @@ class Trainer:
         self.augment_generator = torch.Generator().manual_seed(cfg['seed'] * 7919 + rank)
         self.names = options.augmentation_names(cfg)
         self.augment_options = options.augmentation_options(cfg)
+        self.pseudo = None              # train.py --pseudo_labels (older configs lack it: off)
+        if regime == 'clar' and cfg.get('pseudo_labels', 'off') != 'off':
+            self.pseudo = pseudolabels.PseudoLabeller(
+                cfg, self.model, len(data.classes), self.other_indices, len(data.labels),
+                device, self.amp_dtype)
 
     def describe(self):
         """One line on the data the run trains on."""
@@ -116,10 +122,14 @@ class Trainer:
 
     def load_batch(self, batch_indices):
         """This process's share of a global batch, on the device."""
-        mine = batch_indices[self.rank::self.world_size]
-        waves, labels, order = self.data.batch(mine, self.device)
+        waves, labels, order = self.data.batch(self.clips_of(batch_indices), self.device)
         labelled = torch.from_numpy(self.is_labelled[order]).to(self.device, non_blocking=True)
         return waves, labels, labelled
+
+    def clips_of(self, batch_indices):
+        """The clip indices of this process's rows of a global batch, in the order
+        load_batch returns them (sorted, as AudioData.batch reads them)."""
+        return np.sort(batch_indices[self.rank::self.world_size])
 
     def make_views(self, waves):
         """One augmented view per clip (supervised) or two, drawn independently."""
@@ -127,12 +137,19 @@ class Trainer:
                                      self.augment_generator, **self.augment_options)
                 for _ in range(1 if self.regime == 'supervised' else 2)]
 
-    def optimise(self, views, labels, labelled):
+    def optimise(self, views, labels, labelled, clean=None, clips=None, epoch=0):
         """Loss, backward and optimiser step. Returns (finite, logs): a step whose loss is
-        not finite changes no weight, and nothing here waits for the device."""
+        not finite changes no weight, and nothing here waits for the device. With
+        pseudo-labels (from `epoch` on), `clean`: the batch's waveforms before augmentation,
+        `clips`: their clip indices (clips_of)."""
+        pseudo, pseudo_logs = {}, {}
+        if self.pseudo is not None and clean is not None and self.pseudo.active(epoch):
+            targets, confident, pseudo_logs = self.pseudo.label(
+                self.model, clean, labels, labelled, clips, self.augment_generator)
+            pseudo = {'pseudo': (targets, confident)}
         with torch.autocast(self.device.type, dtype=self.amp_dtype,
                             enabled=self.amp_dtype != torch.float32):
-            loss, parts = self.loss_fn(self.forward, views, labels, labelled, self.cfg)
+            loss, parts = self.loss_fn(self.forward, views, labels, labelled, self.cfg, **pseudo)
         finite = distributed.all_finite(torch.isfinite(loss.detach()))   # skipped everywhere or nowhere
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -146,7 +163,10 @@ class Trainer:
             self.optimizer.found_inf = (~finite).float()
             self.optimizer.step()
         self.scheduler.step()
-        return finite, {'loss': loss.detach(), **{k: v.detach() for k, v in parts.items()}}
+        if self.pseudo is not None:
+            self.pseudo.after_step(self.model)
+        return finite, {'loss': loss.detach(), **{k: v.detach() for k, v in parts.items()},
+                        **pseudo_logs}
 
     def learning_rate(self):
         return self.scheduler.get_last_lr()[0]

@@ -23,6 +23,7 @@ def test_bench_prints_every_line_as_json():
     expected = {'cache_read', 'augment/configured', 'frontend', 'model_step', 'clar_step',
                 'supervised_step', 'selfsupervised_step', 'clar_step_over_model_step', 'memory',
                 'clar_step/resnet1d', 'clar_step/resnet2d', 'encoder_1d_over_2d', 'clar_step/pool',
+                'clar_step/pseudo_off', 'clar_step/pseudo', 'clar_step/pseudo_ema',
                 *(f'augment/{name}' for name in augmentation.NAMES),
                 *(f'{file}/{what}' for file in ('onnx', 'onnx_int8')
                   for what in ('latency', 'batch', 'file'))}
@@ -38,6 +39,9 @@ def test_bench_prints_every_line_as_json():
     assert close(lines['clar_step_over_model_step']['ratio'], speeds['clar_step'], speeds['model_step'])
     assert close(lines['encoder_1d_over_2d']['ratio'], speeds['clar_step/resnet2d'],
                  speeds['clar_step/resnet1d'])
+    for name in ('clar_step/pseudo', 'clar_step/pseudo_ema'):
+        assert close(lines[name]['ratio'], lines[name]['clips_per_second'],
+                     lines['clar_step/pseudo_off']['clips_per_second'])
     assert lines['memory']['rssanon_mib'] > 0 and lines['memory']['pool_clips'] == 500
     # onnxruntime against PyTorch eager: speeds over speeds, latencies printed to 0.01 ms
     for file in ('onnx', 'onnx_int8'):

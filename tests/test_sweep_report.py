@@ -293,14 +293,17 @@ def test_report_draws_each_run_with_its_probe_diagnostics(tmp_path):
     fabricate(tmp_path / 'runs', 'supervised', 'fsdd', 1.0, 0, 0.9, 0.9, curve=[0.5, 0.9])
     with open(tmp_path / 'runs' / 'clar-fsdd-0.1-fade,time_mask-resnet2d-0' / 'metrics.jsonl', 'w') as out:
         for epoch, (head, h, p) in enumerate([(0.4, 0.6, 0.5), (0.6, 0.7, 0.7)]):
-            out.write(json.dumps({'epoch': epoch + 1, 'val_accuracy': head,
+            pseudo = {'pseudo_accuracy': 0.9, 'pseudo_share_confident': 0.25} if epoch else {}
+            out.write(json.dumps({'epoch': epoch + 1, 'val_accuracy': head, **pseudo,
                                   'probe_h_val_accuracy': h, 'probe_p_val_accuracy': p}) + '\n')
     lines = report.curve_lines(report.collect(tmp_path / 'runs'))
-    assert [(label, values, style) for _, label, _, values, style in lines] == [
-        ('clar fsdd, 10 % labels: head', [40.0, 60.0], '-'),
-        ('clar fsdd, 10 % labels: linear probe on h', [60.0, 70.0], '--'),
-        ('clar fsdd, 10 % labels: linear probe on p', [50.0, 70.0], ':'),
-        ('supervised fsdd, 100 % labels: head', [50.0, 90.0], '-')]
+    assert [(label, epochs, values, style) for _, label, epochs, values, style in lines] == [
+        ('clar fsdd, 10 % labels: head', [1, 2], [40.0, 60.0], '-'),
+        ('clar fsdd, 10 % labels: linear probe on h', [1, 2], [60.0, 70.0], '--'),
+        ('clar fsdd, 10 % labels: linear probe on p', [1, 2], [50.0, 70.0], ':'),
+        ('clar fsdd, 10 % labels: pseudo-labels right', [2], [90.0], '-.'),
+        ('clar fsdd, 10 % labels: share above the threshold', [2], [25.0], (0, (1, 3))),
+        ('supervised fsdd, 100 % labels: head', [1, 2], [50.0, 90.0], '-')]
     assert report.main([str(tmp_path / 'runs'), f'--out={tmp_path / "img"}',
                         f'--curves={tmp_path / "curves.png"}']) == 0
     assert (tmp_path / 'curves.png').stat().st_size > 5000
@@ -326,10 +329,13 @@ def test_keep_results_copies_the_small_files_only(tmp_path):
         (run / name).write_text(name)
     (tmp_path / 'runs' / 'sweep' / 'unfinished').mkdir()
     (tmp_path / 'runs' / 'sweep' / 'unfinished' / 'config.json').write_text('{}')
+    (tmp_path / 'runs' / 'sweep' / 'choice.md').write_text('| rank |')   # choose_augmentations.py
+    (tmp_path / 'runs' / 'sweep' / '.sweep.lock').write_text('')
     assert keep_results.keep(tmp_path / 'runs', tmp_path / 'kept') == 1
     kept = tmp_path / 'kept' / 'sweep' / 'clar-x-s0'
     assert sorted(p.name for p in kept.iterdir()) == ['config.json', 'metrics.jsonl', 'results.json']
     assert not (tmp_path / 'kept' / 'sweep' / 'unfinished').exists()
+    assert sorted(p.name for p in kept.parent.iterdir()) == ['choice.md', 'clar-x-s0']
 
 
 def test_paired_differences_by_seed(tmp_path):
@@ -377,3 +383,26 @@ def test_convergence_compares_the_fitted_probes_where_every_run_has_them(tmp_pat
     assert report.convergence_metric(records) == 'val_accuracy'      # one epoch without: both regimes alike
     assert report.plot_convergence(records, tmp_path / 'c.png') is None
     assert (tmp_path / 'c.png').stat().st_size > 5000
+
+
+def test_paired_on_validation_and_the_pseudo_label_table(tmp_path):
+    root = tmp_path / 'runs'
+    for seed, (a, b) in enumerate([(0.70, 0.78), (0.60, 0.62), (0.80, 0.84)]):
+        fabricate(root, 'clar', 'fsdd', 0.1, seed, 0.5, 0.5)
+        fabricate(root, 'clar', 'folder', 0.1, seed, 0.5, 0.5)
+        for dataset, val in (('fsdd', a), ('folder', b)):
+            results = root / f'clar-{dataset}-0.1-fade,time_mask-resnet2d-{seed}' / 'results.json'
+            saved = json.loads(results.read_text())
+            saved.update(val_accuracy=val, probe_val_accuracy=val - 0.1)
+            if dataset == 'folder':     # a pseudo-label run
+                saved.update(pseudo_share_confident=0.2 * (seed + 1), pseudo_accuracy=0.9)
+            results.write_text(json.dumps(saved))
+    records = report.collect(root)
+    table = report.paired_differences(records, 'clar-fsdd-*', 'clar-folder-*', split='val')
+    rows = table.splitlines()
+    assert 'validation' in rows[0] and rows[2] == '| 0 | 70.0 / 60.0 | 78.0 / 68.0 | +8.0 / +8.0 |'
+    assert rows[-1].startswith('| mean ± std (3 pairs) | | | +4.7 ± 3.1 / ')
+    pseudo = report.pseudo_label_table(records)
+    assert '| folder |  | 10 % | 3 | 74.7 ± 11.4 | 40.0 ± 20.0 | 90.0 ± 0.0 |' in pseudo
+    assert 'fsdd' not in pseudo.split('|---|')[-1]       # runs without pseudo-labels left out
+    assert report.pseudo_label_table([r for r in records if r['dataset'] == 'fsdd']) == ''
