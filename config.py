@@ -211,13 +211,13 @@ def parse_args(defaults, argv, sources=(), program='train.py', own=()):
 def parse_command(argv, defaults, positional, usage, doc, extras=False):
     """For the tools with positional arguments (evaluate.py, embed.py, report.py, sweep.py):
     split argv into `positional` plain arguments and --name=value options typed after
-    `defaults`. `--help` prints `doc`. With extras=True, options not in `defaults` are
-    returned as text in a third value instead of being refused."""
+    `defaults` (positional=None: one or more). `--help` prints `doc`. With extras=True,
+    options not in `defaults` are returned as text in a third value instead of being refused."""
     if not argv or any(a in ('-h', '--help') for a in argv):
         print(doc)
         sys.exit(0)
     plain = [a for a in argv if not a.startswith('--')]
-    if len(plain) != positional:
+    if (not plain) if positional is None else len(plain) != positional:
         raise UserError(f'usage: {usage}')
     options, others = dict(defaults), {}
     for argument in argv:

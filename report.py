@@ -2,8 +2,9 @@
 
     python report.py runs/sweeps/quick                     # table printed, figures in img/
     python report.py runs --out=img --table=results.md     # every results.json under runs/
+    python report.py results/a results/b --paired='A*,B*'  # several folders read as one
 
-Reads every results.json under the folder (recursively), with the config.json and
+Reads every results.json under the folders (recursively), with the config.json and
 metrics.jsonl beside it, and writes:
   - a markdown table, rows regime x dataset (x the settings that differ between runs of one
     regime and dataset, e.g. augmentations or encoder), columns label fractions; each cell
@@ -92,13 +93,14 @@ def labelled_windows(cfg):
         return value
 
 
-def collect(runs_dir):
-    """One record per results.json under `runs_dir`."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise UserError(f'{runs_dir}: no such folder')
+def collect(runs_dirs):
+    """One record per results.json under `runs_dirs` (a folder, or a list of them)."""
+    runs_dirs = [Path(d) for d in (runs_dirs if isinstance(runs_dirs, (list, tuple)) else [runs_dirs])]
+    for runs_dir in runs_dirs:
+        if not runs_dir.is_dir():
+            raise UserError(f'{runs_dir}: no such folder')
     records = []
-    for path in sorted(runs_dir.rglob('results.json')):
+    for path in [p for d in runs_dirs for p in sorted(d.rglob('results.json'))]:
         results = read_json(path)
         if not isinstance(results, dict) or 'test_accuracy' not in results:
             print(f'note: {path} is not a results.json of a finished run; ignored')
@@ -520,13 +522,15 @@ def plot_augmentation_ablation(records, path):
 
 def parse_command_line(argv):
     plain, options = config_module.parse_command(
-        argv, DEFAULTS, 1, 'python report.py <runs folder> [--out=img] [--table=path.md] [--curves=path.png]', __doc__)
-    return plain[0], options
+        argv, DEFAULTS, None, 'python report.py <runs folder> [<runs folder> ...] [--out=img] '
+        '[--table=path.md] [--curves=path.png]', __doc__)
+    return plain, options
 
 
 def main(argv=None):
-    runs_dir, options = parse_command_line(sys.argv[1:] if argv is None else argv)
-    records = collect(runs_dir)
+    runs_dirs, options = parse_command_line(sys.argv[1:] if argv is None else argv)
+    records = collect(runs_dirs)
+    runs_dir = ' '.join(runs_dirs)
     if options['paired_on'] not in ('test', 'val'):
         raise UserError(f'--paired_on must be test or val, got {options["paired_on"]}')
     table = markdown_table(records) + pseudo_label_table(records)

@@ -352,6 +352,20 @@ def test_paired_differences_by_seed(tmp_path):
         report.paired_differences(report.collect(root), 'clar-esc*', 'clar-folder-*')
 
 
+def test_report_reads_several_folders_as_one(tmp_path, capsys):
+    # a new comparison kept in its own folder, paired with baselines kept in another
+    for seed, (a, b) in enumerate([(0.70, 0.74), (0.60, 0.70)]):
+        fabricate(tmp_path / 'old', 'clar', 'fsdd', 0.1, seed, a, a)
+        fabricate(tmp_path / 'new', 'clar', 'folder', 1.0, seed, b, b)
+    assert report.main([str(tmp_path / 'old'), str(tmp_path / 'new'), f'--out={tmp_path / "img"}',
+                        '--paired=clar-fsdd-*,clar-folder-*']) == 0
+    out = capsys.readouterr().out
+    assert '4 finished runs under' in out
+    assert '| mean ± std (2 pairs) | | | +7.0 ± 4.2 / +7.0 ± 4.2 |' in out
+    with pytest.raises(UserError, match='nowhere: no such folder'):
+        report.main([str(tmp_path / 'old'), str(tmp_path / 'nowhere')])
+
+
 def test_label_seed_drawn_with_the_seed_is_a_replicate(tmp_path):
     # a sweep's "label_seed": "seed" gives every seed its own labelled subset: still one
     # experiment, one row of three runs; a fixed label_seed other than the seed stays apart
