@@ -96,6 +96,11 @@ def broadcast_object(value):
     return holder[0]
 
 
-def shutdown():
+def shutdown(meet_first=False):
+    """Leave the process group. meet_first: every process got here the same way (finished,
+    or stopped at the same step), so they wait for each other first; a process that tears its
+    connections down while another is still writing a checkpoint can abort (gloo, SIGABRT)."""
     if active():
+        if meet_first:
+            dist.barrier()
         dist.destroy_process_group()

@@ -117,6 +117,7 @@ def run(cfg, regime, loss_fn, train_on, given=()):
     if main_process:
         config_module.print_config(cfg)
     status = rundir.Status(run_dir, enabled=main_process)
+    together = False        # finished or stopped as every process did: they leave the group together
     try:
         with StopSignal(on_second=lambda: status.set('interrupted', reason='second signal')) as stop:
             trainer = Trainer(cfg, regime, loss_fn, train_on, data, device, rank, world_size)
@@ -131,7 +132,9 @@ def run(cfg, regime, loss_fn, train_on, given=()):
             with rundir.Logger(run_dir, cfg, regime, enabled=main_process) as logger:
                 train(trainer, progress, logger, run_dir, stop)
                 results = finish(trainer, progress, logger, run_dir, started)
+        together = True
     except Stopped as stopped:
+        together = True
         status.set('interrupted', reason=str(stopped))
         raise Stopped(f'{stopped}. Continue with:\n  python {SCRIPTS[regime]} --resume={run_dir}',
                       stopped.requested) from None
@@ -140,7 +143,7 @@ def run(cfg, regime, loss_fn, train_on, given=()):
                    error=f'{type(error).__name__}: {error}')
         raise
     finally:
-        distributed.shutdown()
+        distributed.shutdown(meet_first=together)
     status.set('finished')
     say(f'run directory: {run_dir}')
     return results
