@@ -1,7 +1,7 @@
 """export.py on the tiny trained run (the `trained` fixture, conftest.py): the ONNX file
 against the PyTorch model (head, probe, a 1D encoder; batches of 1 and 17; the fixture's
 clips and, when ../shared/data/fsdd is there, 100 real recordings), its sidecar, bad input,
-and the numpy-only example of docs/export.md, run where torch cannot be imported."""
+and the numpy-only example of the README, run where torch cannot be imported."""
 import hashlib
 import importlib.metadata
 import json
@@ -214,8 +214,8 @@ def site_without_torch(folder):
 
 
 def docs_example():
-    """The fenced Python block of docs/export.md."""
-    text = (ROOT / 'docs' / 'export.md').read_text()
+    """The fenced Python block of the README (docs/export.md explains it)."""
+    text = (ROOT / 'README.md').read_text()
     (block,) = re.findall(r'```python\n(.*?)```', text, re.S)
     return block
 
