@@ -399,7 +399,7 @@ def curve_lines(records):
         epochs = [m['epoch'] for m in record['metrics']]
         variant = variant_text(record['variant'])
         name = (f'{record["regime"]} {record["dataset"]}, {100 * record["fraction"]:g} % labels'
-                + (f' ({variant})' if variant else ''))
+                + (f' ({variant})' if variant else '') + f', seed {record["seed"]}')
         for key, what, style in (('val_accuracy', 'head', '-'),
                                  ('probe_h_val_accuracy', 'linear probe on h', '--'),
                                  ('probe_p_val_accuracy', 'linear probe on p', ':')):

@@ -298,12 +298,12 @@ def test_report_draws_each_run_with_its_probe_diagnostics(tmp_path):
                                   'probe_h_val_accuracy': h, 'probe_p_val_accuracy': p}) + '\n')
     lines = report.curve_lines(report.collect(tmp_path / 'runs'))
     assert [(label, epochs, values, style) for _, label, epochs, values, style in lines] == [
-        ('clar fsdd, 10 % labels: head', [1, 2], [40.0, 60.0], '-'),
-        ('clar fsdd, 10 % labels: linear probe on h', [1, 2], [60.0, 70.0], '--'),
-        ('clar fsdd, 10 % labels: linear probe on p', [1, 2], [50.0, 70.0], ':'),
-        ('clar fsdd, 10 % labels: pseudo-labels right', [2], [90.0], '-.'),
-        ('clar fsdd, 10 % labels: share above the threshold', [2], [25.0], (0, (1, 3))),
-        ('supervised fsdd, 100 % labels: head', [1, 2], [50.0, 90.0], '-')]
+        ('clar fsdd, 10 % labels, seed 0: head', [1, 2], [40.0, 60.0], '-'),
+        ('clar fsdd, 10 % labels, seed 0: linear probe on h', [1, 2], [60.0, 70.0], '--'),
+        ('clar fsdd, 10 % labels, seed 0: linear probe on p', [1, 2], [50.0, 70.0], ':'),
+        ('clar fsdd, 10 % labels, seed 0: pseudo-labels right', [2], [90.0], '-.'),
+        ('clar fsdd, 10 % labels, seed 0: share above the threshold', [2], [25.0], (0, (1, 3))),
+        ('supervised fsdd, 100 % labels, seed 0: head', [1, 2], [50.0, 90.0], '-')]
     assert report.main([str(tmp_path / 'runs'), f'--out={tmp_path / "img"}',
                         f'--curves={tmp_path / "curves.png"}']) == 0
     assert (tmp_path / 'curves.png').stat().st_size > 5000
