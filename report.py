@@ -21,7 +21,9 @@ metrics.jsonl beside it, and writes:
     against those matching A, paired by seed, and the mean and spread of the differences,
     on the test split or, with --paired_on=val, on validation (where choices are made);
   - for runs with pseudo-labels, a second table: validation accuracy, the share of
-    unlabelled clips above the threshold and the pseudo-labels' accuracy.
+    unlabelled clips above the threshold and the pseudo-labels' accuracy;
+  - with --runs='A*,B*': all of the above from the runs whose names match one of these
+    shell patterns only (e.g. one seed's curves).
 A figure without the runs it needs is skipped with a note.
 """
 import json
@@ -34,7 +36,7 @@ import numpy as np
 import config as config_module
 from config import UserError
 
-DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': '', 'paired_on': 'test'}
+DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': '', 'paired_on': 'test', 'runs': ''}
 REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
 # what runs made before these options existed used (their config.json lacks them)
 EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask', 'labelled_hop': 0.0,
@@ -422,6 +424,11 @@ def plot_curves(records, path):
     lines = curve_lines(records)
     if not lines:
         return 'curves skipped: no run has metrics.jsonl'
+    one_run = len({number for number, *_ in lines}) == 1
+    run_name = lines[0][1].rsplit(': ', 1)[0]
+    if one_run:     # the run's name once, in the title; a colour per line
+        lines = [(index, label.rsplit(': ', 1)[1], *rest)
+                 for index, (_, label, *rest) in enumerate(lines)]
     many = len(lines) > 6        # a long legend goes beside the axes, not over the curves
     plt, figure, axes = _figure(1, width=11.5 if many else 7.5, height=4.5)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
@@ -437,7 +444,7 @@ def plot_curves(records, path):
     else:
         axes[0].legend(fontsize=7, loc='lower right')
     figure.suptitle('Validation accuracy per epoch: the head, and linear probes on the frozen '
-                    'h and p', fontsize=9)
+                    'h and p' + (f'\n{run_name}' if one_run else ''), fontsize=9)
     _save(plt, figure, path)
 
 
@@ -520,10 +527,22 @@ def plot_augmentation_ablation(records, path):
 
 # ---------------------------------------------------------------- command line
 
+def only_runs(records, patterns):
+    """The records whose run name matches one of the comma-separated shell patterns."""
+    import fnmatch
+    patterns = [p.strip() for p in patterns.split(',') if p.strip()]
+    kept = [r for r in records if any(fnmatch.fnmatch(r['run_dir'].name, p) for p in patterns)]
+    if not kept:
+        raise UserError(f'--runs={",".join(patterns)}: no finished run has a name that matches; '
+                        f'the names are the run folders (e.g. {records[0]["run_dir"].name})'
+                        if records else '--runs: there are no finished runs to choose from')
+    return kept
+
+
 def parse_command_line(argv):
     plain, options = config_module.parse_command(
         argv, DEFAULTS, None, 'python report.py <runs folder> [<runs folder> ...] [--out=img] '
-        '[--table=path.md] [--curves=path.png]', __doc__)
+        '[--table=path.md] [--curves=path.png] [--runs=PATTERNS]', __doc__)
     return plain, options
 
 
@@ -531,6 +550,9 @@ def main(argv=None):
     runs_dirs, options = parse_command_line(sys.argv[1:] if argv is None else argv)
     records = collect(runs_dirs)
     runs_dir = ' '.join(runs_dirs)
+    if options['runs']:
+        records = only_runs(records, options['runs'])
+        runs_dir += f' matching {options["runs"]}'
     if options['paired_on'] not in ('test', 'val'):
         raise UserError(f'--paired_on must be test or val, got {options["paired_on"]}')
     table = markdown_table(records) + pseudo_label_table(records)

@@ -366,6 +366,25 @@ def test_report_reads_several_folders_as_one(tmp_path, capsys):
         report.main([str(tmp_path / 'old'), str(tmp_path / 'nowhere')])
 
 
+def test_report_of_the_runs_that_match(tmp_path, capsys):
+    for seed in (0, 1):
+        fabricate(tmp_path / 'runs', 'clar', 'fsdd', 0.1, seed, 0.7, 0.7)
+        fabricate(tmp_path / 'runs', 'clar', 'synth', 0.1, seed, 0.9, 0.9)
+    table = tmp_path / 'table.md'
+    assert report.main([str(tmp_path / 'runs'), f'--out={tmp_path / "img"}', f'--table={table}',
+                        '--runs=clar-synth-*-0, clar-synth-*-1']) == 0
+    assert '2 finished runs under' in capsys.readouterr().out
+    rows = [line for line in table.read_text().splitlines() if '| clar |' in line]
+    assert len(rows) == 1 and rows[0].startswith('| synth |')
+    # one run's curves: its name once, in the title
+    fabricate(tmp_path / 'one', 'clar', 'fsdd', 0.1, 0, 0.7, 0.7, curve=[0.4, 0.6])
+    records = report.collect(tmp_path / 'one')
+    assert report.plot_curves(records, tmp_path / 'curves.png') is None
+    assert (tmp_path / 'curves.png').stat().st_size > 5000
+    with pytest.raises(UserError, match='--runs=clar-esc10-\\*: no finished run'):
+        report.main([str(tmp_path / 'runs'), f'--out={tmp_path / "img"}', '--runs=clar-esc10-*'])
+
+
 def test_label_seed_drawn_with_the_seed_is_a_replicate(tmp_path):
     # a sweep's "label_seed": "seed" gives every seed its own labelled subset: still one
     # experiment, one row of three runs; a fixed label_seed other than the seed stays apart
