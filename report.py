@@ -26,6 +26,7 @@ metrics.jsonl beside it, and writes:
     shell patterns only (e.g. one seed's curves).
 A figure without the runs it needs is skipped with a note.
 """
+import fnmatch
 import json
 import math
 import sys
@@ -425,8 +426,8 @@ def plot_curves(records, path):
     if not lines:
         return 'curves skipped: no run has metrics.jsonl'
     one_run = len({number for number, *_ in lines}) == 1
-    run_name = lines[0][1].rsplit(': ', 1)[0]
     if one_run:     # the run's name once, in the title; a colour per line
+        run_name = lines[0][1].rsplit(': ', 1)[0]
         lines = [(index, label.rsplit(': ', 1)[1], *rest)
                  for index, (_, label, *rest) in enumerate(lines)]
     many = len(lines) > 6        # a long legend goes beside the axes, not over the curves
@@ -453,7 +454,6 @@ def paired_differences(records, baseline, other, split='test'):
     paired by seed: a markdown table of each pair's accuracy on `split` (test or val; head
     and probe) and the difference, and the mean and sample standard deviation of the
     differences."""
-    import fnmatch
     head, probe = ('test', 'probe') if split == 'test' else ('val', 'probe_val')
 
     def by_seed(pattern):
@@ -529,7 +529,6 @@ def plot_augmentation_ablation(records, path):
 
 def only_runs(records, patterns):
     """The records whose run name matches one of the comma-separated shell patterns."""
-    import fnmatch
     patterns = [p.strip() for p in patterns.split(',') if p.strip()]
     kept = [r for r in records if any(fnmatch.fnmatch(r['run_dir'].name, p) for p in patterns)]
     if not kept:
