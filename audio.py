@@ -392,6 +392,12 @@ def cached(folder, paths, offsets, sample_rate, clip_samples, skip_bad_files=Fal
     folder = Path(folder)
     build_once(folder, lambda: build_cache(folder, paths, offsets, sample_rate, clip_samples,
                                            skip_bad_files))
+    return opened_cache(folder, skip_bad_files, what)
+
+
+def opened_cache(folder, skip_bad_files, what):
+    """A built cache's clips (int16 memmap) and index; refused if it skipped bad files and
+    the run did not allow it."""
     index = json.loads((folder / 'index.json').read_text())
     if index['skipped'] and not skip_bad_files:
         raise UserError(f'the cached {what} skipped {len(index["skipped"])} bad files '
@@ -418,10 +424,5 @@ def cached_windows(folder, files, sample_rate, clip_samples, hop, skip_bad_files
     folder = Path(folder)
     build_once(folder, lambda: build_windows(folder, files, sample_rate, clip_samples, hop,
                                              0.0, skip_bad_files))
-    index = json.loads((folder / 'index.json').read_text())
-    if index['skipped'] and not skip_bad_files:
-        raise UserError(f'the cached {what} skipped {len(index["skipped"])} bad files '
-                        f'(first: {index["skipped"][0]}); run with --skip_bad_files=True')
-    say_skipped_and_scaled(index, folder, 'clips')
-    waves = np.load(folder / 'waves.npy', mmap_mode='r')[:index['count']]
+    waves, index = opened_cache(folder, skip_bad_files, what)
     return waves, np.load(folder / 'file.npy'), np.load(folder / 'starts.npy'), index
