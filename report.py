@@ -22,6 +22,11 @@ metrics.jsonl beside it, and writes:
     on the test split or, with --paired_on=val, on validation (where choices are made);
   - for runs with pseudo-labels, a second table: validation accuracy, the share of
     unlabelled clips above the threshold and the pseudo-labels' accuracy;
+  - with --lines='NAME=A*,B*;NAME2=C*': test accuracy against label fraction, a line per
+    NAME from the runs whose names match its patterns, whatever their settings (a pattern
+    with a / matches the end of a run's path: closer_target/clar-*); a line at 100 % only
+    is drawn level across (written to --lines_figure, default
+    <out>/label_efficiency_lines.png);
   - with --runs='A*,B*': all of the above from the runs whose names match one of these
     shell patterns only (e.g. one seed's curves).
 A figure without the runs it needs is skipped with a note.
@@ -37,7 +42,8 @@ import numpy as np
 import config as config_module
 from config import UserError
 
-DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': '', 'paired_on': 'test', 'runs': ''}
+DEFAULTS = {'out': 'img', 'table': '', 'curves': '', 'paired': '', 'paired_on': 'test', 'runs': '',
+            'lines': '', 'lines_figure': ''}
 REGIME_ORDER = ('supervised', 'selfsupervised', 'finetune', 'clar')
 # what runs made before these options existed used (their config.json lacks them)
 EARLIER_RUNS = {'encoder': 'resnet2d', 'augmentations': 'fade,time_mask', 'labelled_hop': 0.0,
@@ -291,19 +297,71 @@ def plot_label_efficiency(records, path):
     lines = {}
     for (dataset, regime, variant), cells in rows(records).items():
         if len(cells) >= 2:
-            lines.setdefault(dataset, []).append((regime, variant, cells))
+            lines.setdefault(dataset, []).append((_line_label(regime, variant), cells))
     if not lines:
         return 'label_efficiency.png skipped: no regime has runs at two or more label fractions'
-    plt, figure, axes = _figure(len(lines))
+    _draw_label_efficiency(lines, path, 'Label efficiency (test_accuracy; mean ± std over seeds)')
+
+
+def named_lines(records, spec):
+    """--lines='NAME=PATTERN,PATTERN;NAME=...': {dataset: [(NAME, {fraction: [records]})]},
+    each line the runs whose names match one of its shell patterns, whatever their settings
+    (e.g. CLAR at 10 % without and at 1 % with --labelled_per_batch, as one line)."""
+    lines = {}                                   # {dataset: {name: {fraction: [records]}}}
+    for part in filter(None, (p.strip() for p in spec.split(';'))):
+        name, equals, patterns = (text.strip() for text in part.partition('='))
+        patterns = [p.strip() for p in patterns.split(',') if p.strip()]
+        if not equals or not name or not patterns:
+            raise UserError(f'--lines: {part!r} is not NAME=PATTERN[,PATTERN...] '
+                            "(lines separated by ';')")
+        matched = [r for r in records if any(_matches(r['run_dir'], p) for p in patterns)]
+        if not matched:
+            raise UserError(f'--lines: no finished run matches {name!r} ({",".join(patterns)})')
+        replicates = {}
+        for record in matched:
+            key = (record['dataset'], record['fraction'], record['seed'],
+                   record['config'].get('test_fold'))
+            if key in replicates:
+                raise UserError(f'--lines: {name!r} matches two runs of {key[0]} at '
+                                f'{100 * key[1]:g} % labels with seed {key[2]}: '
+                                f'{replicates[key].name} and {record["run_dir"].name}')
+            replicates[key] = record['run_dir']
+            (lines.setdefault(record['dataset'], {}).setdefault(name, {})
+             .setdefault(record['fraction'], []).append(record))
+    if not lines:
+        raise UserError("--lines: no lines given (NAME=PATTERN[,PATTERN...], separated by ';')")
+    return {dataset: list(named.items()) for dataset, named in lines.items()}
+
+
+def _matches(run_dir, pattern):
+    """A run name's shell pattern; one with a / matches the end of the run's path (e.g.
+    closer_target/clar-*, where two kept folders hold runs of the same name)."""
+    if '/' in pattern:
+        return fnmatch.fnmatch(Path(run_dir).as_posix(), '*/' + pattern.strip('/'))
+    return fnmatch.fnmatch(Path(run_dir).name, pattern)
+
+
+def plot_named_lines(records, spec, path):
+    lines = named_lines(records, spec)
+    _draw_label_efficiency(lines, path, 'Test accuracy (head; mean ± std over seeds)')
+
+
+def _draw_label_efficiency(lines, path, title):
+    """lines: {dataset: [(label, {fraction: [records]})]}: a panel per dataset."""
+    plt, figure, axes = _figure(len(lines), width=6.0, height=4.2)
     for axis, (dataset, entries) in zip(axes, lines.items()):
-        for regime, variant, cells in entries:
+        for label, cells in entries:
             fractions = sorted(cells)
             stats = [mean_std([r['test'] for r in cells[f]]) for f in fractions]
-            axis.errorbar([100 * f for f in fractions], [100 * s[0] for s in stats],
-                          yerr=[100 * (s[1] or 0) for s in stats], marker='o', capsize=3,
-                          label=_line_label(regime, variant))
+            counts = sorted({len(cells[f]) for f in fractions})
+            drawn = axis.errorbar([100 * f for f in fractions], [100 * s[0] for s in stats],
+                                  yerr=[100 * (s[1] or 0) for s in stats], marker='o',
+                                  capsize=3, label=f'{label} (n={"/".join(map(str, counts))})')
+            if fractions == [1.0]:     # every label: a level to read the others against
+                axis.axhline(100 * stats[0][0], linestyle='--', linewidth=1,
+                             color=drawn[0].get_color())
         axis.set_xscale('log')
-        ticks = sorted({100 * f for _, _, cells in entries for f in cells})
+        ticks = sorted({100 * f for _, cells in entries for f in cells})
         axis.set_xticks(ticks, [f'{t:g}' for t in ticks])
         axis.minorticks_off()
         axis.set_xlabel('labelled training clips (%)')
@@ -311,7 +369,7 @@ def plot_label_efficiency(records, path):
         axis.set_title(dataset)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.suptitle('Label efficiency (test_accuracy; mean ± std over seeds)', fontsize=10)
+    figure.suptitle(title, fontsize=10)
     _save(plt, figure, path)
 
 
@@ -541,7 +599,7 @@ def only_runs(records, patterns):
 def parse_command_line(argv):
     plain, options = config_module.parse_command(
         argv, DEFAULTS, None, 'python report.py <runs folder> [<runs folder> ...] [--out=img] '
-        '[--table=path.md] [--curves=path.png] [--runs=PATTERNS]', __doc__)
+        '[--table=path.md] [--curves=path.png] [--runs=PATTERNS] [--lines=NAME=PATTERNS;...]', __doc__)
     return plain, options
 
 
@@ -574,6 +632,10 @@ def main(argv=None):
         baseline, _, other = pair.partition(',')
         print(f'\npaired by seed: {other} against {baseline}\n')
         print(paired_differences(records, baseline.strip(), other.strip(), options['paired_on']))
+    if options['lines']:
+        path = Path(options['lines_figure'] or out / 'label_efficiency_lines.png')
+        plot_named_lines(records, options['lines'], path)
+        print(f'figure written to {path}')
     if options['curves']:
         note = plot_curves(records, Path(options['curves']))
         print(f'note: {note}' if note else f'figure written to {options["curves"]}')

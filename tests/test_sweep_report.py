@@ -385,6 +385,37 @@ def test_report_of_the_runs_that_match(tmp_path, capsys):
         report.main([str(tmp_path / 'runs'), f'--out={tmp_path / "img"}', '--runs=clar-esc10-*'])
 
 
+def test_named_lines_across_settings_and_folders(tmp_path, capsys):
+    # one line from runs of other settings (CLAR at 10 % and, in its own folder, with other
+    # augmentations at 1 %), and a kept folder that holds runs of the same name as another
+    for seed, shift in ((0, 0.0), (1, 0.1)):
+        fabricate(tmp_path / 'a', 'supervised', 'fsdd', 1.0, seed, 0.95, 0.95)
+        fabricate(tmp_path / 'a', 'clar', 'fsdd', 0.1, seed, 0.80 + shift, 0.8)
+        fabricate(tmp_path / 'b', 'clar', 'fsdd', 0.01, seed, 0.40 + shift, 0.4,
+                  augmentations='brown_noise')
+        fabricate(tmp_path / 'old', 'clar', 'fsdd', 0.1, seed, 0.10, 0.1)   # same names as a's
+    records = report.collect([tmp_path / 'a', tmp_path / 'b', tmp_path / 'old'])
+    spec = 'every label=supervised-*-1.0-*; CLAR=a/clar-fsdd-0.1-*,clar-fsdd-0.01-*'
+    lines = report.named_lines(records, spec)
+    assert list(lines) == ['fsdd'] and [name for name, _ in lines['fsdd']] == ['every label', 'CLAR']
+    clar = dict(lines['fsdd'])['CLAR']
+    assert sorted(clar) == [0.01, 0.1]
+    assert sorted(r['test'] for r in clar[0.1]) == [0.8, 0.9]       # a's runs, not old's
+    assert sorted(r['test'] for r in clar[0.01]) == [0.4, 0.5]
+    assert report.main([str(tmp_path / d) for d in ('a', 'b', 'old')] +
+                       [f'--out={tmp_path / "img"}', f'--lines={spec}',
+                        f'--lines_figure={tmp_path / "few.png"}']) == 0
+    assert (tmp_path / 'few.png').stat().st_size > 5000
+    # a pattern that matches two runs of one seed and fraction would average them: refused
+    with pytest.raises(UserError, match="--lines: 'CLAR' matches two runs of fsdd at 10 % labels with seed 0"):
+        report.named_lines(records, 'CLAR=clar-fsdd-0.1-*')
+    for bad, message in (('CLAR', 'is not NAME=PATTERN'), ('CLAR=', 'is not NAME=PATTERN'),
+                         ('CLAR=clar-esc10-*', "no finished run matches 'CLAR'"),
+                         (' ; ', 'no lines given')):
+        with pytest.raises(UserError, match=message):
+            report.named_lines(records, bad)
+
+
 def test_label_seed_drawn_with_the_seed_is_a_replicate(tmp_path):
     # a sweep's "label_seed": "seed" gives every seed its own labelled subset: still one
     # experiment, one row of three runs; a fixed label_seed other than the seed stays apart
