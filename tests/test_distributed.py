@@ -19,6 +19,7 @@ import torch.multiprocessing as mp
 
 import numpy as np
 
+import distributed
 from model import global_nt_xent, nt_xent
 from tests.conftest import ROOT, write_speechcommands
 
@@ -45,7 +46,7 @@ def half_batch_worker(rank, world_size, port, views, out_dir):
     loss.backward()
     torch.save({'loss': loss.detach(), 'grads': [p.grad for p in model.parameters()]},
                os.path.join(out_dir, f'rank{rank}.pt'))
-    dist.destroy_process_group()
+    distributed.shutdown(meet_first=True)     # both saved: tear down together (gloo can abort otherwise)
 
 
 def test_two_processes_match_one_process(tmp_path):
@@ -164,7 +165,7 @@ def uneven_worker(rank, world_size, out_dir):
                 'second_step_finite': bool(skipped), 'unchanged': unchanged,
                 'weights': [p.detach() for p in trainer.model.parameters()]},
                os.path.join(out_dir, f'rank{rank}.pt'))
-    dist.destroy_process_group()
+    distributed.shutdown(meet_first=True)     # both saved: tear down together (gloo can abort otherwise)
 
 
 def test_clips_that_do_not_divide_give_equal_shares_and_skips_agree(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import checkpoint
+import distributed
 import config
 import engine
 import pseudolabels
@@ -243,7 +244,7 @@ def per_class_worker(rank, world_size, out_dir):
     torch.save({'memory': trainer.pseudo.confident_class, 'thresholds': trainer.pseudo.thresholds(),
                 'counts': trainer.pseudo.counts, 'mine': np.concatenate(mine)},
                os.path.join(out_dir, f'rank{rank}.pt'))
-    dist.destroy_process_group()
+    distributed.shutdown(meet_first=True)     # both saved: tear down together (gloo can abort otherwise)
 
 
 def test_per_class_statistics_agree_across_processes(tmp_path):
